@@ -1,0 +1,250 @@
+"""Array transforms: CT low-dose and MR Rician/noncentral-chi degradation.
+
+Channel-first input ``(C, H, W)`` or ``(C, H, W, D)`` (for CT, (H, W) is the axial plane),
+as numpy array, torch tensor or MetaTensor; the output has the input's container type and
+metadata, with a floating dtype. All randomness comes from ``self.R`` (seeded by
+``set_random_state`` and MONAI's DataLoader workers) through a torch.Generator seeded from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.config import NdarrayOrTensor
+from monai.data import MetaTensor
+from monai.data.meta_obj import get_track_meta
+from monai.transforms import Randomizable, RandomizableTransform, Transform
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+
+from .ct_physics import MU_WATER_PER_MM
+from .degradation import CT_DOMAINS, low_dose_ct_noise
+from .mr_physics import RELATIVE_TO, noncentral_chi_noise, resolve_noise_std
+
+__all__ = ["LowDoseCTNoise", "RandLowDoseCTNoise", "RicianMRNoise", "RandRicianMRNoise"]
+
+_INPUT_NOISE = ("full_dose", "none")
+
+
+def _check_range(name: str, value, low: float, high: float, low_open: bool = True) -> tuple[float, float]:
+    """Validate a scalar or (min, max) parameter against (low, high]; return it as a range."""
+    lo, hi = (value, value) if np.isscalar(value) else tuple(value)
+    for v in (lo, hi):
+        if not np.isfinite(v) or (v <= low if low_open else v < low) or v > high:
+            bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+            raise ValueError(f"{name} must lie in {bound}, got {value}.")
+    if lo > hi:
+        raise ValueError(f"{name} range must be (min, max) with min <= max, got {value}.")
+    return float(lo), float(hi)
+
+
+def _as_batch(img: NdarrayOrTensor) -> torch.Tensor:
+    """Validate a channel-first 2D/3D image and return it as a float (1, C, *spatial) tensor."""
+    t = convert_to_tensor(img, track_meta=False)
+    if t.ndim not in (3, 4):
+        raise ValueError(
+            f"expected a channel-first 2D (C, H, W) or 3D (C, H, W, D) image, got shape {tuple(t.shape)}."
+        )
+    t = t if t.is_floating_point() else t.float()
+    if not torch.isfinite(t).all():
+        raise ValueError("image contains NaN or Inf values; degradation needs finite intensities.")
+    return t[None]
+
+
+def _wrap(noisy: torch.Tensor, img: NdarrayOrTensor) -> NdarrayOrTensor:
+    """Return ``noisy`` (1, C, ...) with the type and metadata of ``img``."""
+    out = noisy[0]
+    if isinstance(img, MetaTensor) and get_track_meta():
+        out = MetaTensor(out, meta=img.meta, applied_operations=img.applied_operations)
+    return convert_to_dst_type(out, img, dtype=out.dtype)[0]
+
+
+def _generator(seed: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+class _SeededNoise(Randomizable, Transform):
+    """A noise transform with fixed parameters; each call draws a fresh seed from ``self.R``."""
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def randomize(self, data=None) -> None:
+        self._seed = self.R.randint(2**31)
+
+    def _seed_for(self, seed: int | None, randomize: bool) -> int:
+        if seed is not None:
+            return seed
+        if randomize or not hasattr(self, "_seed"):
+            self.randomize()
+        return self._seed
+
+
+class LowDoseCTNoise(_SeededNoise):
+    """Simulate a lower-dose CT scan of a CT image in Hounsfield units.
+
+    ``domain="projection"``: HU -> attenuation with the pixel spacing (mm), parallel-beam line
+    integrals of each axial slice, Poisson-Gaussian noise in the sinogram and ramp-filtered FBP
+    of the noise alone, added to the input. ``domain="image"``: stationary noise with a
+    ramp-shaped spectrum and the variance the projection model gives at the slice centre.
+    Physics and limits: docs/transforms.md.
+
+    Args:
+        dose_fraction: a in (0, 1], the simulated dose relative to the input's.
+        i0: full-dose incident photons per detector bin and view (1e5..1e6 typical).
+        electronic_std: electronic noise std in counts per bin (3..10 typical); dose independent.
+        mu_water: attenuation of water in 1/mm (0.0192 at about 70 keV).
+        domain: "projection" or "image".
+        num_views: views over 180 degrees; num_bins: detector bins (default: the diagonal).
+        filter_name: FBP filter, "ramp", "shepp-logan" or "hann" (sets the noise texture).
+        input_noise: "full_dose" (the input is a real full-dose scan: add only the extra noise of
+            the lower dose, Yu et al. 2012) or "none" (the input is noise-free, e.g. a phantom:
+            simulate the whole Poisson-Gaussian acquisition at ``dose_fraction * i0``).
+        spacing: in-plane pixel spacing (mm) along the first two spatial axes; ``None`` reads it
+            from the MetaTensor affine (required then).
+    """
+
+    def __init__(
+        self,
+        dose_fraction: float = 0.25,
+        i0: float = 1e5,
+        electronic_std: float = 5.0,
+        mu_water: float = MU_WATER_PER_MM,
+        domain: str = "projection",
+        num_views: int = 720,
+        num_bins: int | None = None,
+        filter_name: str = "ramp",
+        input_noise: str = "full_dose",
+        spacing: Sequence[float] | None = None,
+    ) -> None:
+        _check_range("dose_fraction", dose_fraction, 0.0, 1.0)
+        if not i0 > 0:
+            raise ValueError(f"i0 must be > 0 photons per bin, got {i0}.")
+        if electronic_std < 0:
+            raise ValueError(f"electronic_std must be >= 0 counts, got {electronic_std}.")
+        if not mu_water > 0:
+            raise ValueError(f"mu_water must be > 0 (1/mm), got {mu_water}.")
+        if domain not in CT_DOMAINS:
+            raise ValueError(f"domain must be one of {CT_DOMAINS}, got {domain!r}.")
+        if input_noise not in _INPUT_NOISE:
+            raise ValueError(f"input_noise must be one of {_INPUT_NOISE}, got {input_noise!r}.")
+        if spacing is not None and (len(spacing) != 2 or min(spacing) <= 0):
+            raise ValueError(f"spacing must be two positive in-plane values in mm, got {spacing}.")
+        self.dose_fraction = float(dose_fraction)
+        self.i0, self.electronic_std, self.mu_water = float(i0), float(electronic_std), float(mu_water)
+        self.domain, self.num_views, self.num_bins = domain, int(num_views), num_bins
+        self.filter_name, self.input_noise, self.spacing = filter_name, input_noise, spacing
+
+    def _spacing(self, img: NdarrayOrTensor) -> tuple[float, float]:
+        if self.spacing is not None:
+            return tuple(self.spacing)
+        if isinstance(img, MetaTensor):
+            return tuple(float(s) for s in img.pixdim[:2])
+        raise ValueError(
+            "LowDoseCTNoise needs the pixel spacing in mm: pass spacing=(sy, sx) or a MetaTensor "
+            f"with an affine (got {type(img).__name__})."
+        )
+
+    def __call__(
+        self, img: NdarrayOrTensor, dose_fraction: float | None = None, seed: int | None = None, randomize: bool = True
+    ) -> NdarrayOrTensor:
+        """Args: img (C, H, W[, D]) in HU; ``dose_fraction`` overrides the constructor's."""
+        dose = self.dose_fraction if dose_fraction is None else _check_range("dose_fraction", dose_fraction, 0, 1)[0]
+        batch = _as_batch(img)
+        seed = self._seed_for(seed, randomize)
+        noise = low_dose_ct_noise(
+            batch, dose, self._spacing(img), self.i0, self.electronic_std, self.mu_water, self.domain,
+            self.num_views, self.num_bins, self.filter_name, self.input_noise, _generator(seed, batch.device),
+        )
+        return _wrap(batch + noise, img)
+
+
+class RicianMRNoise(_SeededNoise):
+    """Add Rician (one coil) or noncentral-chi (``num_coils`` > 1) noise to a magnitude MR image.
+
+    Each coil receives complex Gaussian noise of std ``s`` per part and the magnitude is the
+    root sum of squares, so ``E[M^2] = A^2 + 2 L s^2`` (docs/transforms.md). Unlike
+    ``monai.transforms.RicianNoise``, the level is explicit: ``s = std`` (``relative_to=
+    "absolute"``), ``std * max(img)`` (``"max"``, BrainWeb's percentages) or
+    ``std * percentile(img, percentile)`` (``"percentile"``).
+    """
+
+    def __init__(
+        self, std: float = 0.03, relative_to: str = "max", num_coils: int = 1, percentile: float = 99.0
+    ) -> None:
+        if not np.isfinite(std) or std < 0:
+            raise ValueError(f"std must be finite and >= 0, got {std}.")
+        if relative_to not in RELATIVE_TO:
+            raise ValueError(f"relative_to must be one of {RELATIVE_TO}, got {relative_to!r}.")
+        if int(num_coils) != num_coils or num_coils < 1:
+            raise ValueError(f"num_coils must be an integer >= 1, got {num_coils}.")
+        _check_range("percentile", percentile, 0.0, 100.0)
+        self.std, self.relative_to, self.num_coils, self.percentile = float(std), relative_to, int(num_coils), percentile
+
+    def __call__(
+        self, img: NdarrayOrTensor, std: float | None = None, seed: int | None = None, randomize: bool = True
+    ) -> NdarrayOrTensor:
+        """Args: img (C, H, W[, D]) magnitude; ``std`` overrides the constructor's."""
+        if std is not None and (not np.isfinite(std) or std < 0):
+            raise ValueError(f"std must be finite and >= 0, got {std}.")
+        batch = _as_batch(img)
+        seed = self._seed_for(seed, randomize)
+        s = resolve_noise_std(batch, self.std if std is None else std, self.relative_to, self.percentile)
+        noisy = noncentral_chi_noise(batch, s, self.num_coils, _generator(seed, batch.device))
+        return _wrap(noisy, img)
+
+
+class _RandLevel(RandomizableTransform):
+    """Applies ``self.transform`` with probability ``prob`` at a level drawn from ``[low, high]``."""
+
+    backend = _SeededNoise.backend
+
+    def __init__(self, transform: _SeededNoise, level_range: tuple[float, float], prob: float) -> None:
+        RandomizableTransform.__init__(self, prob)
+        self.transform, self.level_range = transform, level_range
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        if self._do_transform:
+            self._level = self.R.uniform(*self.level_range)
+            self._seed = self.R.randint(2**31)
+
+    level_name = "level"
+
+    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
+        if randomize:
+            self.randomize()
+        if not self._do_transform:
+            return _wrap(_as_batch(img), img)
+        return self.transform(img, seed=self._seed, **{self.level_name: self._level})
+
+
+class RandLowDoseCTNoise(_RandLevel):
+    """:class:`LowDoseCTNoise` with probability ``prob`` at a dose drawn uniformly from ``dose_fraction``.
+
+    Args:
+        dose_fraction: (min, max) in (0, 1]. Other arguments as :class:`LowDoseCTNoise`.
+    """
+
+    level_name = "dose_fraction"
+
+    def __init__(self, prob: float = 1.0, dose_fraction: Sequence[float] = (0.1, 0.5), **kwargs) -> None:
+        low, high = _check_range("dose_fraction", dose_fraction, 0.0, 1.0)
+        super().__init__(LowDoseCTNoise(dose_fraction=high, **kwargs), (low, high), prob)
+
+
+class RandRicianMRNoise(_RandLevel):
+    """:class:`RicianMRNoise` with probability ``prob`` at a level drawn uniformly from ``std``.
+
+    Unlike ``monai.transforms.RandRicianNoise`` (which draws s ~ U(0, std) unless told
+    otherwise), the range is exactly the one you pass.
+
+    Args:
+        std: (min, max) noise level, in the units chosen by ``relative_to``.
+    """
+
+    level_name = "std"
+
+    def __init__(self, prob: float = 1.0, std: Sequence[float] = (0.01, 0.05), **kwargs) -> None:
+        low, high = _check_range("std", std, 0.0, float("inf"), low_open=False)
+        super().__init__(RicianMRNoise(std=high, **kwargs), (low, high), prob)
