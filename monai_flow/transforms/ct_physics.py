@@ -94,7 +94,8 @@ class ParallelBeamGeometry:
 
         d, lp = self.bin_spacing, self.padded_bins
         theta = torch.arange(self.num_views, dtype=torch.float64) * math.pi / self.num_views
-        omega = torch.fft.fftfreq(lp, d=d, dtype=torch.float64)  # cycles / mm, (Lp,)
+        # real images have Hermitian spectra: keep the non-negative radial frequencies only
+        omega = torch.fft.rfftfreq(lp, d=d, dtype=torch.float64)  # cycles / mm, (Lp // 2 + 1,)
         xi_y = (omega[None, :] * torch.sin(theta)[:, None] * self.spacing[0]).reshape(-1)
         xi_x = (omega[None, :] * torch.cos(theta)[:, None] * self.spacing[1]).reshape(-1)
         # the image has no content beyond its own Nyquist frequency (anisotropic pixels)
@@ -103,7 +104,13 @@ class ParallelBeamGeometry:
         centre = (self.num_bins - 1) / 2 * d
         # detector origin phase: bins start at s_0 = -centre
         self._bin_phase = torch.polar(torch.ones_like(omega), 2 * math.pi * omega * centre).to(device, complex_dtype)
-        self._filter = _ramp_filter(lp, d, filter_name).to(device, dtype)
+        self._filter = _ramp_filter(lp, d, filter_name)[: len(omega)].to(device, dtype)
+        # each positive frequency stands for itself and its negative twin (not DC and Nyquist)
+        self._hermitian = torch.full_like(omega, 2.0)
+        self._hermitian[0] = 1.0
+        if lp % 2 == 0:
+            self._hermitian[-1] = 1.0
+        self._hermitian = self._hermitian.to(device, dtype)
         self._d_omega = 1.0 / (lp * d)
         self._pixel_area = self.spacing[0] * self.spacing[1]
 
@@ -115,15 +122,15 @@ class ParallelBeamGeometry:
         """Line integrals of ``mu`` (N, H, W) in 1/mm -> sinogram (N, V, L), dimensionless."""
         n = mu.shape[0]
         spectrum = self._plan.forward(mu.to(self.dtype)) * self._pixel_area * self._band
-        spectrum = spectrum.reshape(n, self.num_views, self.padded_bins) * self._bin_phase.conj()
-        sino = torch.fft.ifft(spectrum, dim=-1, norm="forward")[..., : self.num_bins]
-        return sino.real * self._d_omega
+        spectrum = spectrum.reshape(n, self.num_views, -1) * self._bin_phase.conj()
+        sino = torch.fft.irfft(spectrum, n=self.padded_bins, dim=-1, norm="forward")[..., : self.num_bins]
+        return sino * self._d_omega
 
     def fbp(self, sinogram: torch.Tensor) -> torch.Tensor:
         """Filtered backprojection of (N, V, L) line integrals -> (N, H, W) attenuation in 1/mm."""
         n = sinogram.shape[0]
-        spectrum = torch.fft.fft(sinogram.to(self.dtype), n=self.padded_bins, dim=-1) * self.bin_spacing
-        spectrum = spectrum * self._bin_phase * self._filter
+        spectrum = torch.fft.rfft(sinogram.to(self.dtype), n=self.padded_bins, dim=-1) * self.bin_spacing
+        spectrum = spectrum * self._bin_phase * (self._filter * self._hermitian)
         values = (spectrum * self._band.reshape(self.num_views, -1)).reshape(n, -1)
         image = self._plan.adjoint(values.to(self.complex_dtype)).real
         return image * (math.pi / self.num_views) * self._d_omega
@@ -211,7 +218,8 @@ def fbp_noise_gain(geometry: ParallelBeamGeometry) -> float:
     """
     d, lp = geometry.bin_spacing, geometry.padded_bins
     ramp = _ramp_filter(lp, d, "ramp")
-    relative = float((geometry._filter.cpu().double() ** 2).sum() / (ramp.double() ** 2).sum())
+    half = len(geometry._filter)
+    relative = float((geometry._filter.cpu().double() ** 2).sum() / (ramp[:half].double() ** 2).sum())
     return math.pi**2 / (12.0 * geometry.num_views * d**2) * relative
 
 

@@ -94,7 +94,12 @@ class NUFFTPlan2D:
         ny, nx = self.shape
         padded = torch.nn.functional.pad(image / self.deapod, (0, self.grid[1] - nx, 0, self.grid[0] - ny))
         spectrum = torch.fft.fft2(torch.roll(padded, (-(ny // 2), -(nx // 2)), dims=(-2, -1)))
-        values = (spectrum.reshape(image.shape[0], -1)[:, self.index] * self.weight).sum(-1)
+        # weighted gather of each sample's J x J neighbourhood, real and imaginary parts as columns
+        table = torch.view_as_real(spectrum.reshape(image.shape[0], -1)).permute(1, 0, 2).reshape(-1, 2 * image.shape[0])
+        gathered = torch.nn.functional.embedding_bag(
+            self.index, table, per_sample_weights=self.weight.to(table.dtype), mode="sum"
+        )
+        values = torch.view_as_complex(gathered.reshape(-1, image.shape[0], 2).permute(1, 0, 2).contiguous())
         return values * self.phase
 
     def adjoint(self, values: torch.Tensor) -> torch.Tensor:
