@@ -1,1 +1,31 @@
-"""monai_flow.flows."""
+"""Flow training objectives behind one interface, :class:`FlowObjective` (``loss(network, batch)``).
+
+- :class:`ConditionalFlowMatching`: MOTFM generation (t in [0, 1], t = 0 noise, t = 1 data).
+- :class:`RelativeFlow`: denoising from noisy references (quality time tau, larger is cleaner),
+  with its :class:`DtCurriculum`.
+"""
+
+from .base import FlowObjective, unwrap_network
+from .conditional_ot import ConditionalFlowMatching
+from .coupling import ot_permutation
+from .curriculum import DtCurriculum
+from .paths import CondOTProbPath, expand_time
+from .relative import RelativeFlow, relative_euler_step, relative_velocity_target
+from .time import LogitNormalTimeSampler, TimeSampler, UniformTimeSampler, get_time_sampler
+
+__all__ = [
+    "FlowObjective",
+    "unwrap_network",
+    "ConditionalFlowMatching",
+    "ot_permutation",
+    "DtCurriculum",
+    "CondOTProbPath",
+    "expand_time",
+    "RelativeFlow",
+    "relative_euler_step",
+    "relative_velocity_target",
+    "TimeSampler",
+    "UniformTimeSampler",
+    "LogitNormalTimeSampler",
+    "get_time_sampler",
+]
