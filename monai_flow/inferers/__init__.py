@@ -1,1 +1,20 @@
-"""monai_flow.inferers."""
+"""monai_flow.inferers: MONAI inferers for flow models.
+
+``FlowInferer`` (generation, t = 0 noise -> t = 1 data), ``RelativeFlowInferer`` (denoising in
+quality time, step ``x <- x + (e^dt - 1) net(x, dt)``) and ``SlidingWindowFlowInferer`` (either
+of them on volumes larger than the roi, ``per_step`` or ``per_window``).
+"""
+
+from .base import FlowInfererBase, make_noise
+from .flow import FlowInferer
+from .relative import RelativeFlowInferer, relative_dt_schedule
+from .sliding_window import SlidingWindowFlowInferer
+
+__all__ = [
+    "FlowInferer",
+    "FlowInfererBase",
+    "RelativeFlowInferer",
+    "SlidingWindowFlowInferer",
+    "make_noise",
+    "relative_dt_schedule",
+]

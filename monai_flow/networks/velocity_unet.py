@@ -1,0 +1,252 @@
+"""Velocity network for flow matching, built on MONAI's ``DiffusionModelUNet``.
+
+Time conventions
+----------------
+* Generation / restoration flows: ``t`` in [0, 1]; t = 0 is the source (noise or degraded
+  image), t = 1 the target (data or clean image).
+* RelativeFlow: the time slot carries the step size ``dt > 0`` in quality time.
+
+Either way the wrapper multiplies the value by ``time_scale`` (default 1000) before the UNet's
+sinusoidal embedding, which was designed for the 0..1000 timestep range: user code never scales.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.networks.nets import ControlNet, DiffusionModelUNet
+from monai.utils import ensure_tuple_rep
+
+__all__ = ["VelocityUNet"]
+
+_CLASS_MODES = ("embedding", "cross_attention")
+_MASK_MODES = ("controlnet", "concat", "both")
+
+
+class VelocityUNet(nn.Module):
+    """``v = net(x, t, class_labels=None, mask=None, condition=None)``, same shape as ``x``.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: channels of the state ``x`` (B, in_channels, *spatial).
+        out_channels: output channels (default ``in_channels``).
+        channels, attention_levels, num_res_blocks, norm_num_groups, num_head_channels:
+            passed to ``DiffusionModelUNet``; every channel count must be a multiple of
+            ``norm_num_groups`` and every spatial size divisible by ``spatial_divisor``
+            ``= 2 ** (len(channels) - 1)``.
+        time_scale: ``t`` (or ``dt``) is multiplied by this before the UNet's time embedding.
+        num_classes: enables class conditioning with labels in ``[0, num_classes)``; index
+            ``num_classes`` is the learned *null* class used when ``class_labels=None``
+            (classifier-free guidance).
+        class_conditioning: ``"embedding"`` (UNet ``num_class_embeds``, added to the time
+            embedding) or ``"cross_attention"`` (one-hot context of size ``num_classes + 1``;
+            needs at least one attention level).
+        mask_channels: channels of an optional mask (B, mask_channels, *spatial) at the
+            image resolution; ``mask=None`` means the null mask (zeros).
+        mask_conditioning: ``"controlnet"`` (``monai.networks.nets.ControlNet`` residuals),
+            ``"concat"`` (mask concatenated to the input channels) or ``"both"``.
+        condition_channels: channels of a required extra image input (e.g. the degraded image
+            of a restoration flow) concatenated to ``x``.
+        controlnet_scale: ``conditioning_scale`` of the ControlNet residuals.
+        unet_kwargs: any other ``DiffusionModelUNet`` argument (e.g. ``resblock_updown``).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+        channels: Sequence[int] = (32, 64, 64, 64),
+        attention_levels: Sequence[bool] = (False, False, True, True),
+        num_res_blocks: Sequence[int] | int = 2,
+        norm_num_groups: int = 32,
+        num_head_channels: Sequence[int] | int = 8,
+        time_scale: float = 1000.0,
+        num_classes: int | None = None,
+        class_conditioning: str = "embedding",
+        mask_channels: int = 0,
+        mask_conditioning: str = "controlnet",
+        condition_channels: int = 0,
+        controlnet_scale: float = 1.0,
+        **unet_kwargs,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        channels = tuple(int(c) for c in channels)
+        bad = [c for c in channels if c % norm_num_groups]
+        if bad:
+            raise ValueError(
+                f"every entry of channels must be a multiple of norm_num_groups={norm_num_groups}, "
+                f"got channels={channels} (offending: {bad})."
+            )
+        if len(attention_levels) != len(channels):
+            raise ValueError(
+                f"attention_levels must have len(channels)={len(channels)} entries, got {len(attention_levels)}."
+            )
+        if class_conditioning not in _CLASS_MODES:
+            raise ValueError(f"class_conditioning must be one of {_CLASS_MODES}, got {class_conditioning!r}.")
+        if mask_conditioning not in _MASK_MODES:
+            raise ValueError(f"mask_conditioning must be one of {_MASK_MODES}, got {mask_conditioning!r}.")
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1 or None, got {num_classes}.")
+        if mask_channels < 0 or condition_channels < 0:
+            raise ValueError(
+                f"mask_channels and condition_channels must be >= 0, got {mask_channels} and {condition_channels}."
+            )
+        cross = num_classes is not None and class_conditioning == "cross_attention"
+        if cross and not any(attention_levels):
+            raise ValueError(
+                "class_conditioning='cross_attention' needs at least one True entry in attention_levels, "
+                f"got {tuple(attention_levels)}."
+            )
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.out_channels = out_channels or in_channels
+        self.time_scale = float(time_scale)
+        self.num_classes = num_classes
+        self.class_conditioning = class_conditioning
+        self.mask_channels = mask_channels
+        self.mask_conditioning = mask_conditioning if mask_channels else None
+        self.condition_channels = condition_channels
+        self.controlnet_scale = controlnet_scale
+        self.spatial_divisor = 2 ** (len(channels) - 1)
+
+        concat_mask = self.mask_conditioning in ("concat", "both")
+        unet_in = in_channels + condition_channels + (mask_channels if concat_mask else 0)
+        common = dict(
+            spatial_dims=spatial_dims,
+            in_channels=unet_in,
+            num_res_blocks=ensure_tuple_rep(num_res_blocks, len(channels)),
+            channels=channels,
+            attention_levels=tuple(attention_levels),
+            norm_num_groups=norm_num_groups,
+            num_head_channels=num_head_channels,
+            with_conditioning=cross,
+            cross_attention_dim=num_classes + 1 if cross else None,
+            num_class_embeds=num_classes + 1 if num_classes is not None and not cross else None,
+            **unet_kwargs,
+        )
+        self.unet = DiffusionModelUNet(out_channels=self.out_channels, **common)
+        self.controlnet: ControlNet | None = None
+        if self.mask_conditioning in ("controlnet", "both"):
+            self.controlnet = ControlNet(
+                conditioning_embedding_in_channels=mask_channels,
+                conditioning_embedding_num_channels=(channels[0],),  # mask at image resolution
+                **{k: v for k, v in common.items() if k != "dropout_cattn"},  # UNet-only argument
+            )
+            self.copy_unet_weights_to_controlnet()
+
+    @property
+    def null_class(self) -> int | None:
+        """Index of the null (unconditional) class, ``num_classes``; None without class conditioning."""
+        return self.num_classes
+
+    def copy_unet_weights_to_controlnet(self) -> None:
+        """Initialise the ControlNet encoder from the UNet (standard ControlNet practice; its
+        zero-initialised output convolutions keep the residuals zero until trained)."""
+        if self.controlnet is not None:
+            self.controlnet.load_state_dict(self.unet.state_dict(), strict=False)
+
+    def _timesteps(self, t: torch.Tensor | float, batch: int, x: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, device=x.device)
+        if not torch.is_floating_point(t):
+            t = t.float()
+        if t.ndim == 0 or t.shape == (1,):
+            t = t.reshape(1).expand(batch)
+        elif t.shape != (batch,):
+            raise ValueError(
+                f"t must be a float, a 0-d tensor or a tensor of shape (1,) or (B,)=({batch},), got {tuple(t.shape)}."
+            )
+        return t.to(torch.promote_types(t.dtype, torch.float32)) * self.time_scale
+
+    def _check_x(self, x: torch.Tensor) -> None:
+        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"x must have shape (B, {self.in_channels}, {', '.join(['S'] * self.spatial_dims)}), "
+                f"got {tuple(x.shape)}."
+            )
+        d = self.spatial_divisor
+        bad = [s for s in x.shape[2:] if s % d]
+        if bad:
+            raise ValueError(
+                f"every spatial size of x must be divisible by spatial_divisor={d} (= 2**(len(channels)-1)), "
+                f"got spatial shape {tuple(x.shape[2:])}; pad or crop, or pick a roi_size divisible by {d}."
+            )
+
+    def _labels(self, class_labels: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor | None:
+        if self.num_classes is None:
+            if class_labels is not None:
+                raise ValueError("class_labels given but the network was built with num_classes=None.")
+            return None
+        if class_labels is None:
+            return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
+        labels = torch.as_tensor(class_labels, device=device)
+        if labels.is_floating_point() or labels.is_complex():
+            raise ValueError(f"class_labels must be an integer tensor, got dtype {labels.dtype}.")
+        if labels.shape != (batch,):
+            raise ValueError(f"class_labels must have shape (B,)=({batch},), got {tuple(labels.shape)}.")
+        if labels.numel() and (labels.min() < 0 or labels.max() > self.num_classes):
+            raise ValueError(
+                f"class_labels must lie in [0, {self.num_classes - 1}] (or {self.num_classes} for the null class), "
+                f"got min {int(labels.min())}, max {int(labels.max())}."
+            )
+        return labels.long()
+
+    def _extra(self, name: str, value: torch.Tensor | None, nch: int, x: torch.Tensor) -> torch.Tensor | None:
+        if nch == 0:
+            if value is not None:
+                raise ValueError(f"{name} given but the network was built with {name}_channels=0.")
+            return None
+        if value is None:
+            if name == "condition":
+                raise ValueError(f"condition is required: the network was built with condition_channels={nch}.")
+            return x.new_zeros((x.shape[0], nch, *x.shape[2:]))  # null mask
+        expected = (x.shape[0], nch, *x.shape[2:])
+        if tuple(value.shape) != expected:
+            raise ValueError(f"{name} must have shape {expected}, got {tuple(value.shape)}.")
+        return value.to(dtype=x.dtype)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | float,
+        class_labels: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Args:
+            x: state (B, in_channels, *spatial).
+            t: time in [0, 1] (or RelativeFlow step ``dt``): float, 0-d, (1,) or (B,) tensor.
+            class_labels: (B,) integers in [0, num_classes]; None -> null class.
+            mask: (B, mask_channels, *spatial); None -> null (zero) mask.
+            condition: (B, condition_channels, *spatial), required iff condition_channels > 0.
+
+        Returns:
+            velocity (B, out_channels, *spatial).
+        """
+        self._check_x(x)
+        batch = x.shape[0]
+        timesteps = self._timesteps(t, batch, x)
+        labels = self._labels(class_labels, batch, x.device)
+        mask = self._extra("mask", mask, self.mask_channels, x)
+        condition = self._extra("condition", condition, self.condition_channels, x)
+        parts = [x] + ([condition] if condition is not None else [])
+        if self.mask_conditioning in ("concat", "both"):
+            parts.append(mask)
+        h = torch.cat(parts, dim=1) if len(parts) > 1 else x
+        kwargs: dict = {}
+        if labels is not None:
+            if self.class_conditioning == "cross_attention":
+                kwargs["context"] = F.one_hot(labels, self.num_classes + 1).to(x.dtype)[:, None]
+            else:
+                kwargs["class_labels"] = labels
+        if self.controlnet is not None:
+            down, mid = self.controlnet(
+                h, timesteps, controlnet_cond=mask, conditioning_scale=self.controlnet_scale, **kwargs
+            )
+            kwargs.update(down_block_additional_residuals=down, mid_block_additional_residual=mid)
+        return self.unet(h, timesteps, **kwargs)

@@ -1,0 +1,162 @@
+"""VelocityUNet: shapes, time handling, conditioning paths, null class / mask, errors (2D and 3D)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monai_flow.networks import VelocityUNet
+
+DIMS = (2, 3)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny convolutions are fastest single-threaded, and robust on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+TINY = dict(channels=(8, 16), attention_levels=(False, False), norm_num_groups=8, num_res_blocks=1)
+
+
+def tiny(spatial_dims, randomize_zero_init=True, **kw):
+    """Tiny net; MONAI zero-initialises output convolutions (UNet output, ControlNet residuals),
+    which would hide every input dependence, so those get random weights here."""
+    torch.manual_seed(0)
+    net = VelocityUNet(spatial_dims, **{**TINY, **kw}).eval()
+    if randomize_zero_init:
+        with torch.no_grad():
+            for p in net.parameters():
+                if not p.abs().sum():
+                    p.normal_(0, 0.1)
+    return net
+
+
+def vol(spatial_dims, b=2, c=1, size=8, seed=1):
+    return torch.randn(b, c, *[size] * spatial_dims, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_shapes_and_time_forms(d):
+    net = tiny(d, in_channels=2, out_channels=3)
+    x = vol(d, c=2)
+    assert net.spatial_divisor == 2
+    with torch.no_grad():
+        ref = net(x, torch.full((2,), 0.3))
+        assert ref.shape == (2, 3, *[8] * d)
+        for t in (0.3, torch.tensor(0.3), torch.tensor([0.3])):
+            torch.testing.assert_close(net(x, t), ref)
+        # per-sample times are honoured, and time matters
+        per = net(x, torch.tensor([0.3, 0.9]))
+        torch.testing.assert_close(per[0], ref[0])
+        assert not torch.allclose(per[1], ref[1])
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_time_scale_is_internal(d):
+    a, b = tiny(d, time_scale=1000.0), tiny(d, randomize_zero_init=False, time_scale=1.0)
+    b.load_state_dict(a.state_dict())
+    x = vol(d)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x, 0.25), b(x, 250.0))
+        torch.testing.assert_close(a(x, 0.25), a.unet(x, torch.full((2,), 250.0)))
+
+
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("mode", ("embedding", "cross_attention"))
+def test_class_conditioning_and_null_class(d, mode):
+    levels = (False, True) if mode == "cross_attention" else (False, False)
+    net = tiny(d, num_classes=3, class_conditioning=mode, attention_levels=levels)
+    assert net.null_class == 3
+    x = vol(d)
+    with torch.no_grad():
+        v0 = net(x, 0.5, class_labels=torch.tensor([0, 0]))
+        v2 = net(x, 0.5, class_labels=torch.tensor([2, 2]))
+        vnull = net(x, 0.5)
+        torch.testing.assert_close(vnull, net(x, 0.5, class_labels=torch.tensor([3, 3])))
+    assert not torch.allclose(v0, v2) and not torch.allclose(v0, vnull)
+    with pytest.raises(ValueError, match=r"class_labels must lie in \[0, 2\]"):
+        net(x, 0.5, class_labels=torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match="class_labels must have shape"):
+        net(x, 0.5, class_labels=torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="integer"):
+        net(x, 0.5, class_labels=torch.tensor([0.0, 1.0]))
+
+
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("mode", ("controlnet", "concat", "both"))
+def test_mask_conditioning_and_null_mask(d, mode):
+    if mode != "concat":  # ControlNet starts as a copy of the UNet encoder with zero residual outputs
+        fresh = tiny(d, randomize_zero_init=False, mask_channels=1, mask_conditioning=mode)
+        torch.testing.assert_close(fresh.controlnet.conv_in.conv.weight, fresh.unet.conv_in.conv.weight)
+        assert not fresh.controlnet.controlnet_mid_block.conv.weight.abs().sum()
+    net = tiny(d, mask_channels=1, mask_conditioning=mode)
+    assert (net.controlnet is not None) == (mode != "concat")
+    x = vol(d)
+    mask = (vol(d, seed=5) > 0).float()
+    with torch.no_grad():
+        vm = net(x, 0.5, mask=mask)
+        vnull = net(x, 0.5)
+        torch.testing.assert_close(vnull, net(x, 0.5, mask=torch.zeros_like(mask)))
+    assert vm.shape == x.shape and not torch.allclose(vm, vnull)
+    with pytest.raises(ValueError, match="mask must have shape"):
+        net(x, 0.5, mask=mask[:, :, :4])
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_condition_channels(d):
+    net = tiny(d, condition_channels=2, num_classes=2, mask_channels=1)
+    x, cond = vol(d), vol(d, c=2, seed=3)
+    with torch.no_grad():
+        v = net(x, 0.1, class_labels=torch.tensor([0, 1]), mask=torch.ones_like(x), condition=cond)
+        assert v.shape == x.shape
+        assert not torch.allclose(net(x, 0.1, condition=cond), net(x, 0.1, condition=cond * 2))
+    with pytest.raises(ValueError, match="condition is required"):
+        net(x, 0.1)
+    with pytest.raises(ValueError, match="condition given"):
+        tiny(d)(x, 0.1, condition=cond)
+
+
+def test_gradients_reach_all_branches():
+    net = tiny(2, num_classes=2, mask_channels=1, mask_conditioning="both").train()
+    x = vol(2)
+    net(x, torch.rand(2), class_labels=torch.tensor([1, 2]), mask=torch.ones_like(x)).square().mean().backward()
+    assert net.unet.class_embedding.weight.grad is not None
+    assert net.controlnet.controlnet_mid_block.conv.weight.grad is not None
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_call_errors(d):
+    net = tiny(d, channels=(8, 8, 8), attention_levels=(False, False, False))
+    assert net.spatial_divisor == 4
+    with pytest.raises(ValueError, match="divisible by spatial_divisor=4"):
+        net(vol(d, size=6), 0.5)
+    with pytest.raises(ValueError, match=r"t must be .* \(B,\)=\(2,\)"):
+        net(vol(d), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"t must be"):
+        net(vol(d), torch.zeros(2, 1))
+    with pytest.raises(ValueError, match="x must have shape"):
+        net(vol(d, c=2), 0.5)
+    with pytest.raises(ValueError, match="num_classes=None"):
+        net(vol(d), 0.5, class_labels=torch.tensor([0, 0]))
+    with pytest.raises(ValueError, match="mask given"):
+        net(vol(d), 0.5, mask=vol(d))
+
+
+def test_construction_errors():
+    with pytest.raises(ValueError, match="spatial_dims must be 2 or 3"):
+        VelocityUNet(1)
+    with pytest.raises(ValueError, match=r"multiple of norm_num_groups=8.*offending: \[12\]"):
+        VelocityUNet(2, channels=(8, 12), attention_levels=(False, False), norm_num_groups=8)
+    with pytest.raises(ValueError, match="attention_levels must have"):
+        VelocityUNet(2, channels=(8, 16), attention_levels=(False,), norm_num_groups=8)
+    with pytest.raises(ValueError, match="cross_attention"):
+        VelocityUNet(2, **TINY, num_classes=2, class_conditioning="cross_attention")
+    with pytest.raises(ValueError, match="mask_conditioning"):
+        VelocityUNet(2, **TINY, mask_channels=1, mask_conditioning="add")
+    with pytest.raises(ValueError, match="class_conditioning"):
+        VelocityUNet(2, **TINY, num_classes=2, class_conditioning="film")
+    with pytest.raises(ValueError, match="num_classes"):
+        VelocityUNet(2, **TINY, num_classes=0)
