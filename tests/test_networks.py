@@ -160,3 +160,31 @@ def test_construction_errors():
         VelocityUNet(2, **TINY, num_classes=2, class_conditioning="film")
     with pytest.raises(ValueError, match="num_classes"):
         VelocityUNet(2, **TINY, num_classes=0)
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_flow_map_takes_a_second_time(d):
+    net = tiny(d, flow_map=True, num_classes=2, mask_channels=1)
+    x = vol(d)
+    s = torch.tensor([0.2, 0.5])
+    with torch.no_grad():
+        u_short = net(x, s, target_time=s + 0.1, class_labels=torch.tensor([0, 1]))
+        u_long = net(x, s, target_time=torch.tensor([0.9, 0.9]), class_labels=torch.tensor([0, 1]))
+        u_other_class = net(x, s, target_time=s + 0.1, class_labels=torch.tensor([1, 0]))
+        torch.testing.assert_close(net(x, s, target_time=s + 0.1), net(x, s, target_time=s + 0.1, class_labels=torch.tensor([2, 2])))
+    assert u_short.shape == x.shape
+    assert not torch.allclose(u_short, u_long) and not torch.allclose(u_short, u_other_class)
+    with pytest.raises(ValueError, match="target_time is required"):
+        net(x, s)
+    with pytest.raises(ValueError, match="refused by velocity networks"):
+        tiny(d)(x, s, target_time=s)
+
+
+def test_untrained_flow_map_starts_as_a_velocity_network():
+    """The interval branch starts at zero: u(x, s, t) = u(x, s, s) before training."""
+    net = VelocityUNet(2, **TINY, flow_map=True)
+    with torch.no_grad():
+        for p in net.unet.out.parameters():
+            p.normal_(0, 0.1)
+        x = vol(2)
+        torch.testing.assert_close(net(x, 0.3, target_time=0.3), net(x, 0.3, target_time=0.9))

@@ -2,18 +2,24 @@
 
 ``FlowInferer`` (generation, t = 0 noise -> t = 1 data), ``RelativeFlowInferer`` (denoising in
 quality time, step ``x <- x + (e^dt - 1) net(x, dt)``) and ``SlidingWindowFlowInferer`` (either
-of them on volumes larger than the roi, ``per_step`` or ``per_window``).
+of them on volumes larger than the roi, ``per_step`` or ``per_window``), ``RestorationInferer``
+(IR-Flow, t = 0 degraded -> t = 1 clean, 1..N steps) and ``FlowMapDenoiser`` (flow-map
+denoising with a distortion-perception ``lookahead``).
 """
 
 from .base import FlowInfererBase, make_noise
 from .flow import FlowInferer
+from .flow_map import FlowMapDenoiser
 from .relative import RelativeFlowInferer, relative_dt_schedule
+from .restoration import RestorationInferer
 from .sliding_window import SlidingWindowFlowInferer
 
 __all__ = [
     "FlowInferer",
     "FlowInfererBase",
+    "FlowMapDenoiser",
     "RelativeFlowInferer",
+    "RestorationInferer",
     "SlidingWindowFlowInferer",
     "make_noise",
     "relative_dt_schedule",

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.nets import ControlNet, DiffusionModelUNet
+from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
 from monai.utils import ensure_tuple_rep
 
 __all__ = ["VelocityUNet"]
@@ -26,8 +27,32 @@ _CLASS_MODES = ("embedding", "cross_attention")
 _MASK_MODES = ("controlnet", "concat", "both")
 
 
+class _LabelAndInterval(nn.Module):
+    """Fills the UNet's class-embedding slot for flow maps: an embedding of the interval t - s,
+    plus the class embedding when labels are used. Input (B, 2) floats: [label, interval].
+
+    The interval branch's last layer starts at zero, so an untrained flow map is a velocity net.
+    """
+
+    def __init__(self, num_labels: int | None, base_channels: int, time_scale: float) -> None:
+        super().__init__()
+        dim = 4 * base_channels  # DiffusionModelUNet's time-embedding width
+        self.base_channels, self.time_scale = base_channels, time_scale
+        self.labels = nn.Embedding(num_labels, dim) if num_labels else None
+        self.interval = nn.Sequential(nn.Linear(base_channels, dim), nn.SiLU(), nn.Linear(dim, dim))
+        nn.init.zeros_(self.interval[-1].weight)
+        nn.init.zeros_(self.interval[-1].bias)
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        emb = self.interval(get_timestep_embedding(packed[:, 1] * self.time_scale, self.base_channels))
+        return emb if self.labels is None else emb + self.labels(packed[:, 0].long())
+
+
 class VelocityUNet(nn.Module):
     """``v = net(x, t, class_labels=None, mask=None, condition=None)``, same shape as ``x``.
+
+    With ``flow_map=True`` it is a flow-map network ``u(x, s, target_time=t)``: the average
+    velocity from time s (the ``t`` argument) to ``target_time`` (see :mod:`monai_flow.flows.flow_map`).
 
     Args:
         spatial_dims: 2 or 3.
@@ -51,6 +76,8 @@ class VelocityUNet(nn.Module):
         condition_channels: channels of a required extra image input (e.g. the degraded image
             of a restoration flow) concatenated to ``x``.
         controlnet_scale: ``conditioning_scale`` of the ControlNet residuals.
+        flow_map: take a second time ``target_time`` (B,); the interval ``target_time - t`` is
+            embedded (scaled by ``time_scale``) and added to the time embedding.
         unet_kwargs: any other ``DiffusionModelUNet`` argument (e.g. ``resblock_updown``).
     """
 
@@ -71,6 +98,7 @@ class VelocityUNet(nn.Module):
         mask_conditioning: str = "controlnet",
         condition_channels: int = 0,
         controlnet_scale: float = 1.0,
+        flow_map: bool = False,
         **unet_kwargs,
     ) -> None:
         super().__init__()
@@ -114,6 +142,8 @@ class VelocityUNet(nn.Module):
         self.condition_channels = condition_channels
         self.controlnet_scale = controlnet_scale
         self.spatial_divisor = 2 ** (len(channels) - 1)
+        self.flow_map = bool(flow_map)
+        label_embeds = num_classes + 1 if num_classes is not None and not cross else None
 
         concat_mask = self.mask_conditioning in ("concat", "both")
         unet_in = in_channels + condition_channels + (mask_channels if concat_mask else 0)
@@ -127,10 +157,13 @@ class VelocityUNet(nn.Module):
             num_head_channels=num_head_channels,
             with_conditioning=cross,
             cross_attention_dim=num_classes + 1 if cross else None,
-            num_class_embeds=num_classes + 1 if num_classes is not None and not cross else None,
+            # flow maps use the class slot for the interval embedding (and the labels, if any)
+            num_class_embeds=label_embeds or (1 if self.flow_map else None),
             **unet_kwargs,
         )
         self.unet = DiffusionModelUNet(out_channels=self.out_channels, **common)
+        if self.flow_map:
+            self.unet.class_embedding = _LabelAndInterval(label_embeds, channels[0], self.time_scale)
         self.controlnet: ControlNet | None = None
         if self.mask_conditioning in ("controlnet", "both"):
             self.controlnet = ControlNet(
@@ -138,6 +171,8 @@ class VelocityUNet(nn.Module):
                 conditioning_embedding_num_channels=(channels[0],),  # mask at image resolution
                 **{k: v for k, v in common.items() if k != "dropout_cattn"},  # UNet-only argument
             )
+            if self.flow_map:
+                self.controlnet.class_embedding = _LabelAndInterval(label_embeds, channels[0], self.time_scale)
             self.copy_unet_weights_to_controlnet()
 
     @property
@@ -217,10 +252,12 @@ class VelocityUNet(nn.Module):
         class_labels: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         condition: torch.Tensor | None = None,
+        target_time: torch.Tensor | float | None = None,
     ) -> torch.Tensor:
         """Args:
             x: state (B, in_channels, *spatial).
             t: time in [0, 1] (or RelativeFlow step ``dt``): float, 0-d, (1,) or (B,) tensor.
+            target_time: flow maps only: the end time of the jump, same forms as ``t``.
             class_labels: (B,) integers in [0, num_classes]; None -> null class.
             mask: (B, mask_channels, *spatial); None -> null (zero) mask.
             condition: (B, condition_channels, *spatial), required iff condition_channels > 0.
@@ -244,6 +281,15 @@ class VelocityUNet(nn.Module):
                 kwargs["context"] = F.one_hot(labels, self.num_classes + 1).to(x.dtype)[:, None]
             else:
                 kwargs["class_labels"] = labels
+        if self.flow_map != (target_time is not None):
+            raise ValueError(
+                "target_time is required by flow-map networks (flow_map=True) and refused by velocity networks; "
+                f"this network has flow_map={self.flow_map}."
+            )
+        if self.flow_map:
+            interval = (self._timesteps(target_time, batch, x) - timesteps) / self.time_scale
+            label_slot = kwargs.pop("class_labels", torch.zeros(batch, device=x.device)).to(interval.dtype)
+            kwargs["class_labels"] = torch.stack([label_slot, interval], dim=1)
         if self.controlnet is not None:
             down, mid = self.controlnet(
                 h, timesteps, controlnet_cond=mask, conditioning_scale=self.controlnet_scale, **kwargs
