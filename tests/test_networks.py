@@ -188,3 +188,24 @@ def test_untrained_flow_map_starts_as_a_velocity_network():
             p.normal_(0, 0.1)
         x = vol(2)
         torch.testing.assert_close(net(x, 0.3, target_time=0.3), net(x, 0.3, target_time=0.9))
+
+
+def test_slice_wise_runs_a_2d_network_on_volumes_slice_by_slice():
+    from monai_flow.networks import SliceWise
+
+    net = tiny(2, num_classes=2, mask_channels=1)
+    vol3 = torch.randn(2, 1, 8, 8, 5)
+    mask = (torch.randn(2, 1, 8, 8, 5) > 0).float()
+    t = torch.tensor([0.2, 0.7])
+    labels = torch.tensor([0, 1])
+    wrapped = SliceWise(net, slice_batch=3)
+    assert wrapped.spatial_divisor == net.spatial_divisor and wrapped.null_class == 2
+    with torch.no_grad():
+        out = wrapped(vol3, t, class_labels=labels, mask=mask)
+        for b in range(2):
+            for k in (0, 4):
+                ref = net(vol3[b : b + 1, ..., k], t[b : b + 1], class_labels=labels[b : b + 1], mask=mask[b : b + 1, ..., k])
+                torch.testing.assert_close(out[b : b + 1, ..., k], ref)
+        torch.testing.assert_close(wrapped(vol3[..., 0], 0.3), net(vol3[..., 0], 0.3))  # 2D passes through
+    with pytest.raises(ValueError, match="SliceWise expects"):
+        wrapped(torch.zeros(1, 1, 8), 0.1)

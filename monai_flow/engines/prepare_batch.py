@@ -9,7 +9,7 @@ import torch
 from monai.engines.utils import PrepareBatch
 from monai.utils import CommonKeys
 
-__all__ = ["PrepareFlowBatch"]
+__all__ = ["PrepareDegradedBatch", "PrepareFlowBatch"]
 
 
 class PrepareFlowBatch(PrepareBatch):
@@ -50,3 +50,33 @@ class PrepareFlowBatch(PrepareBatch):
             else batchdata[k]
             for k in keys
         }
+
+
+class PrepareDegradedBatch(PrepareBatch):
+    """``(degradation(x, level), x)`` pairs for validating a denoiser with a ``SupervisedEvaluator``.
+
+    ``x = batch[image_key]`` is a reference (possibly itself noisy, as in RelativeFlow training:
+    the score then measures how well one further degradation is undone, without clean targets).
+    The degradation draws from a generator seeded once, so every validation sees the same noise.
+
+    Args:
+        degradation: ``op(x, level, generator=None)``.
+        level: degradation level (e.g. dt) applied to every sample.
+        image_key: batch key of the reference.
+        seed: seed of the degradation noise.
+    """
+
+    def __init__(self, degradation, level: float, image_key: str = CommonKeys.IMAGE, seed: int = 0) -> None:
+        if not callable(degradation):
+            raise ValueError(f"degradation must be callable op(x, level, generator=None), got {type(degradation).__name__}.")
+        self.degradation, self.level, self.image_key, self.seed = degradation, float(level), image_key, int(seed)
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def __call__(self, batchdata, device=None, non_blocking=False, **kwargs):
+        if self.image_key not in batchdata:
+            raise ValueError(f"batch has no '{self.image_key}', got keys {sorted(map(str, batchdata))}.")
+        x = torch.as_tensor(batchdata[self.image_key]).to(device=device, non_blocking=non_blocking, **kwargs).float()
+        gen = self._generators.setdefault(x.device, torch.Generator(device=x.device).manual_seed(self.seed))
+        with torch.no_grad():
+            y = self.degradation(x, torch.full((x.shape[0],), self.level, device=x.device), generator=gen)
+        return y, x

@@ -2,7 +2,13 @@
 
 from .array import LowDoseCTNoise, RandLowDoseCTNoise, RandRicianMRNoise, RicianMRNoise
 from .ct_physics import MU_WATER_PER_MM, ParallelBeamGeometry, hu_to_mu, mu_to_hu
-from .degradation import CTDegradation, MRDegradation, low_dose_ct_noise, predicted_ct_noise_std
+from .degradation import (
+    CTDegradation,
+    MRDegradation,
+    NormalizedDegradation,
+    low_dose_ct_noise,
+    predicted_ct_noise_std,
+)
 from .dictionary import (
     LowDoseCTNoised,
     LowDoseCTNoiseD,

@@ -25,7 +25,7 @@ from .ct_physics import (
 from .mr_physics import noncentral_chi_noise
 from .noise_estimation import estimate_ct_noise_std, estimate_rician_noise_std
 
-__all__ = ["low_dose_ct_noise", "predicted_ct_noise_std", "CTDegradation", "MRDegradation", "DT_MAPPINGS", "CT_DOMAINS"]
+__all__ = ["NormalizedDegradation", "low_dose_ct_noise", "predicted_ct_noise_std", "CTDegradation", "MRDegradation", "DT_MAPPINGS", "CT_DOMAINS"]
 
 CT_DOMAINS = ("projection", "image")
 DT_MAPPINGS = ("cot", "dose")
@@ -274,3 +274,25 @@ class MRDegradation:
     def __call__(self, x: torch.Tensor, dt, generator: torch.Generator | None = None) -> torch.Tensor:
         dt = _dt_tensor(dt, x.shape[0], x)
         return noncentral_chi_noise(x, self.added_std(x, dt).to(x.dtype), self.num_coils, generator)
+
+
+class NormalizedDegradation:
+    """Apply a degradation operator defined in physical units to network-normalised images.
+
+    ``op(x, dt)`` becomes ``(operator(x * scale + shift, dt) - shift) / scale``, e.g. a CT
+    operator in HU on images stored as ``HU / 1000`` (``scale=1000``). Other attributes
+    (``estimate_noise_std``, ...) are those of ``operator`` in its own units.
+    """
+
+    def __init__(self, operator, scale: float = 1.0, shift: float = 0.0) -> None:
+        if not callable(operator):
+            raise ValueError(f"operator must be callable op(x, dt, generator=None), got {type(operator).__name__}.")
+        if scale == 0:
+            raise ValueError("scale must be non-zero.")
+        self.operator, self.scale, self.shift = operator, float(scale), float(shift)
+
+    def __getattr__(self, name: str):
+        return getattr(self.operator, name)
+
+    def __call__(self, x: torch.Tensor, dt, generator: torch.Generator | None = None) -> torch.Tensor:
+        return (self.operator(x * self.scale + self.shift, dt, generator=generator) - self.shift) / self.scale
