@@ -1,0 +1,308 @@
+"""Demo datasets synthesized on first use: ``prepare_demo_data(kind, demo_dir)``.
+
+Layout of ``demo_dir`` (written under a temporary name and renamed when complete, so a folder
+is either absent or whole; ``.monai_flow_demo.json`` is written last):
+
+    images/      inputs: CT as DICOM series folders and NIfTI (alternating), MR / MOTFM as NIfTI
+    masks/       MOTFM only: label masks (0 air, 1 body, 2 lung, 3 bone, 4 lesion), uint8 NIfTI
+    reference/   noise-free phantoms, same grid and affine as images/ (evaluation only)
+    datalist.json   training / validation / testing (testing items add "reference")
+    demo_info.json  generation parameters and the noise level of every volume
+
+Kinds: ``ct_denoise`` (noisy references at doses 25..100% of ``i0``), ``ct_restore`` (full-dose
+acquisitions at ``i0``: the training pipeline simulates the low-dose inputs), ``mr_denoise``
+(64^3 brain phantoms with Rician noise at 1..5% of the maximum), ``motfm_generation`` (2D 64x64
+CT slices with masks, class ``label`` 1 = lung lesion present, 0 = absent).
+
+Command line: ``python -m monai_flow.data.demo KIND DIR [--seed N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import torch
+
+from .dicom import write_dicom_series
+from .phantoms import ct_phantom, mr_phantom
+
+__all__ = ["DEMO_KINDS", "DEMO_MARKER", "prepare_demo_data", "write_nifti"]
+
+DEMO_KINDS = ("ct_denoise", "ct_restore", "mr_denoise", "motfm_generation")
+DEMO_MARKER = ".monai_flow_demo.json"
+DEMO_VERSION = 1
+CT_I0 = 1e5  # full-dose photons per detector bin and view
+CT_ELECTRONIC_STD = 5.0
+CT_DOSE_RANGE = (0.25, 1.0)
+MR_STD_RANGE = (0.01, 0.05)  # fraction of the maximum
+MASK_LABELS = {"air": 0, "body": 1, "lung": 2, "bone": 3, "lesion": 4}
+
+
+def write_nifti(array, affine, path: Path, dtype=np.float32) -> Path:
+    """Write ``array`` (X, Y[, Z], MONAI layout) with RAS ``affine`` to ``path`` atomically."""
+    img = nib.Nifti1Image(np.asarray(array, dtype=dtype), np.asarray(affine, dtype=np.float64))
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{uuid.uuid4().hex[:8]}.partial{''.join(path.suffixes)}")
+    try:
+        nib.save(img, str(tmp))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _ras_affine(shape, spacing, flip_xy: bool = True) -> np.ndarray:
+    """RAS affine of an axial volume centred on the origin; ``flip_xy`` gives the orientation
+    DICOM readers return for a standard axial scan (LPS identity, RAS diag(-sx, -sy, sz))."""
+    sign = np.array([-1.0, -1.0, 1.0]) if flip_xy else np.ones(3)
+    aff = np.diag([*(sign * np.asarray(spacing, dtype=np.float64)), 1.0])
+    aff[:3, 3] = -aff[:3, :3] @ ((np.asarray(shape, dtype=np.float64) - 1) / 2)
+    return aff
+
+
+def _stratified(rng: np.random.Generator, n: int, lo: float, hi: float) -> np.ndarray:
+    """``n`` log-uniform values in [lo, hi], one per stratum in random order (heterogeneous)."""
+    u = (rng.permutation(n) + rng.uniform(0.1, 0.9, n)) / n
+    return np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo)))
+
+
+# ------------------------------------------------------------------------------------------- CT
+def _ct(root: Path, kind: str, seed: int, num: int) -> dict:
+    from monai_flow.transforms import low_dose_ct_noise
+
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    doses = _stratified(rng, num, *CT_DOSE_RANGE) if kind == "ct_denoise" else np.ones(num)
+    volumes = []
+    for i in range(num):
+        shape = (128, 128, int(rng.integers(8, 13)))
+        pixel = round(float(rng.uniform(2.2, 3.0)), 3)
+        spacing = (pixel, pixel, float(rng.choice([2.5, 3.0, 5.0])))
+        clean = ct_phantom(shape, gen)  # (H=A-P, W=L-R, D)
+        noise = low_dose_ct_noise(clean[None, None], float(doses[i]), spacing[:2], i0=CT_I0,
+                                  electronic_std=CT_ELECTRONIC_STD, input_noise="none", generator=gen)[0, 0]
+        # MONAI layout (X = L-R, Y = A-P, Z)
+        clean_x, noisy_x = clean.permute(1, 0, 2).numpy(), (clean + noise).permute(1, 0, 2).numpy()
+        affine = _ras_affine(shape, spacing)
+        name = f"ct_{i:03d}"
+        body = clean_x > -900
+        if i % 2 == 0:
+            image = root / "images" / name
+            write_dicom_series(np.round(noisy_x), image, affine, modality="CT",
+                               series_description=f"monai-flow demo CT, {100 * doses[i]:.0f}% dose",
+                               derivation_description=f"synthetic phantom, simulated acquisition (seed {seed})",
+                               patient_id=f"DEMO-{name.upper()}", patient_name=f"demo^{name}")
+            fmt, uid = "dicom", str(pydicom.dcmread(next(image.iterdir()), stop_before_pixels=True).SeriesInstanceUID)
+        else:
+            image = write_nifti(noisy_x, affine, root / "images" / f"{name}.nii.gz")
+            fmt, uid = "nifti", ""
+        reference = write_nifti(clean_x, affine, root / "reference" / f"{name}.nii.gz")
+        volumes.append({
+            "name": name, "image": str(image.relative_to(root)), "reference": str(reference.relative_to(root)),
+            "format": fmt, "series_uid": uid, "shape": list(noisy_x.shape), "spacing_mm": list(spacing),
+            "dose_fraction": round(float(doses[i]), 4), "i0": CT_I0 * float(doses[i]),
+            "noise_std_hu": round(float((noisy_x - clean_x)[body].std()), 2),
+        })
+    info = {"modality": "CT", "unit": "HU", "i0_full_dose": CT_I0, "electronic_std": CT_ELECTRONIC_STD,
+            "input_noise": "none", "dose_range": list(CT_DOSE_RANGE) if kind == "ct_denoise" else [1.0, 1.0]}
+    return {**info, "volumes": volumes}
+
+
+# ------------------------------------------------------------------------------------------- MR
+def _mr(root: Path, seed: int, num: int) -> dict:
+    from monai_flow.transforms import noncentral_chi_noise
+
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    levels = _stratified(rng, num, *MR_STD_RANGE)
+    volumes = []
+    for i in range(num):
+        shape, spacing = (64, 64, 64), (3.5, 3.5, 3.5)
+        clean = mr_phantom(shape, gen).permute(1, 0, 2)  # X = L-R, Y = A-P, Z = I-S
+        std = float(levels[i]) * float(clean.max())
+        noisy = noncentral_chi_noise(clean[None], std, num_coils=1, generator=gen)[0]
+        affine = _ras_affine(shape, spacing, flip_xy=False)
+        name = f"mr_{i:03d}"
+        image = write_nifti(noisy.numpy(), affine, root / "images" / f"{name}.nii.gz")
+        reference = write_nifti(clean.numpy(), affine, root / "reference" / f"{name}.nii.gz")
+        volumes.append({
+            "name": name, "image": str(image.relative_to(root)), "reference": str(reference.relative_to(root)),
+            "format": "nifti", "shape": list(shape), "spacing_mm": list(spacing),
+            "noise_std": round(std, 5), "noise_fraction_of_max": round(float(levels[i]), 4),
+        })
+    return {"modality": "MR", "num_coils": 1, "relative_to": "max", "std_range": list(MR_STD_RANGE),
+            "volumes": volumes}
+
+
+# ---------------------------------------------------------------------------------------- MOTFM
+def _lesion(hu: np.ndarray, lung: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Disk (radius 2..4 px) centred in the lung: a solid nodule."""
+    inner = lung.copy()
+    ys, xs = np.nonzero(inner)
+    c = int(rng.integers(len(ys)))
+    r = float(rng.uniform(2.0, 4.0))
+    yy, xx = np.mgrid[: hu.shape[0], : hu.shape[1]]
+    return ((yy - ys[c]) ** 2 + (xx - xs[c]) ** 2 <= r * r) & (hu > -1000)
+
+
+def _motfm(root: Path, seed: int, num: int) -> dict:
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    classes = rng.permutation(np.arange(num) % 2)
+    spacing = (5.0, 5.0)
+    affine = _ras_affine((64, 64, 1), (*spacing, 1.0))
+    images = []
+    for i in range(num):
+        hu = ct_phantom((64, 64), gen).numpy()
+        mask = np.zeros(hu.shape, np.uint8)
+        mask[hu > -990] = MASK_LABELS["body"]
+        lung = np.isclose(hu, -850.0)
+        mask[lung] = MASK_LABELS["lung"]
+        mask[np.isclose(hu, 250.0) | np.isclose(hu, 1000.0)] = MASK_LABELS["bone"]
+        if classes[i] == 1:
+            lesion = _lesion(hu, lung, rng)
+            hu[lesion] = 40.0 + 10.0 * rng.standard_normal(int(lesion.sum()))
+            mask[lesion] = MASK_LABELS["lesion"]
+        name = f"slice_{i:03d}"
+        image = write_nifti(hu.T, affine, root / "images" / f"{name}.nii.gz")  # MONAI layout (X, Y)
+        m = write_nifti(mask.T, affine, root / "masks" / f"{name}.nii.gz", dtype=np.uint8)
+        images.append({"name": name, "image": str(image.relative_to(root)), "mask": str(m.relative_to(root)),
+                       "label": int(classes[i]), "format": "nifti"})
+    return {"modality": "CT", "unit": "HU", "spatial_dims": 2, "shape": [64, 64], "spacing_mm": list(spacing),
+            "classes": {"0": "no lesion", "1": "lung lesion"}, "mask_labels": MASK_LABELS, "volumes": images}
+
+
+# ------------------------------------------------------------------------------------- datalist
+def _datalist(kind: str, info: dict, seed: int) -> dict:
+    vols = info["volumes"]
+    n_val = 2 if kind != "motfm_generation" else max(1, len(vols) // 6)
+    order = np.random.default_rng(seed + 1).permutation(len(vols))
+    val_ids = set(order[:n_val].tolist())
+
+    def item(v: dict, testing: bool = False) -> dict:
+        it = {"image": v["image"], "name": v["name"], "format": v["format"], "series_uid": v.get("series_uid", "")}
+        if kind == "motfm_generation":
+            it.update(mask=v["mask"], label=v["label"])
+        elif testing:
+            it["reference"] = v["reference"]
+        return it
+
+    return {
+        "training": [item(v) for i, v in enumerate(vols) if i not in val_ids],
+        "validation": [item(v) for i, v in enumerate(vols) if i in val_ids],
+        "testing": [item(v, True) for i, v in enumerate(vols) if i in val_ids],
+    }
+
+
+def _marker(demo_dir: Path) -> dict | None:
+    try:
+        return json.loads((demo_dir / DEMO_MARKER).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _result(demo_dir: Path) -> dict:
+    from .datasets import build_datalist
+
+    out = {"dataset_dir": str(demo_dir), "datalist_file": str(demo_dir / "datalist.json"),
+           "info": json.loads((demo_dir / "demo_info.json").read_text())}
+    out.update(build_datalist(demo_dir))
+    return out
+
+
+def prepare_demo_data(kind: str, demo_dir: str, seed: int = 0, num_images: int | None = None) -> dict:
+    """Synthesize the ``kind`` demo dataset into ``demo_dir`` unless it is already there.
+
+    Args:
+        kind: one of ``DEMO_KINDS``.
+        demo_dir: target folder. It must not exist, be empty, or be a demo folder made by this
+            function (has ``.monai_flow_demo.json``); anything else is refused (``FileExistsError``).
+            A complete folder for the same kind, seed and size is reused as is.
+        seed: generation seed (same seed, same data).
+        num_images: number of volumes (default 8 CT, 5 MR) or 2D images (default 96 MOTFM).
+
+    Returns:
+        ``{"dataset_dir", "datalist_file", "info", "training", "validation", "testing"}`` with
+        absolute paths (``build_datalist(demo_dir)``); ``info`` is ``demo_info.json``.
+    """
+    if kind not in DEMO_KINDS:
+        raise ValueError(f"kind must be one of {DEMO_KINDS}, got {kind!r}.")
+    demo_dir = Path(demo_dir).expanduser().absolute()
+    num = int(num_images or {"ct_denoise": 8, "ct_restore": 8, "mr_denoise": 5, "motfm_generation": 96}[kind])
+    if num < 3:
+        raise ValueError(f"num_images must be >= 3 (training and 2 validation), got {num}.")
+    wanted = {"kind": kind, "seed": int(seed), "num_images": num, "version": DEMO_VERSION}
+    marker = _marker(demo_dir)
+    if marker == wanted:
+        return _result(demo_dir)
+    if demo_dir.exists() and marker is None and (not demo_dir.is_dir() or any(demo_dir.iterdir())):
+        raise FileExistsError(f"{demo_dir} exists and is not a monai-flow demo folder (no {DEMO_MARKER}); "
+                              "refusing to write demo data into it. Choose an empty or new folder.")
+    demo_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{demo_dir.name}.partial-", dir=demo_dir.parent))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: one thread is many times faster than an oversubscribed pool
+    try:
+        if kind in ("ct_denoise", "ct_restore"):
+            info = _ct(staging, kind, seed, num)
+        elif kind == "mr_denoise":
+            info = _mr(staging, seed, num)
+        else:
+            info = _motfm(staging, seed, num)
+        info = {"kind": kind, "seed": int(seed), **info}
+        (staging / "datalist.json").write_text(json.dumps(_datalist(kind, info, seed), indent=1))
+        (staging / "demo_info.json").write_text(json.dumps(info, indent=1))
+        (staging / DEMO_MARKER).write_text(json.dumps(wanted))  # last: marks completion
+        _install(staging, demo_dir, wanted)
+    finally:
+        torch.set_num_threads(threads)
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return _result(demo_dir)
+
+
+def _install(staging: Path, demo_dir: Path, wanted: dict) -> None:
+    """Rename ``staging`` to ``demo_dir``; replaces an empty folder or an older demo of ours and
+    accepts a complete one installed concurrently (e.g. by another DDP rank)."""
+    old = None
+    if demo_dir.exists():
+        if _marker(demo_dir) == wanted:
+            return
+        if _marker(demo_dir) is not None:
+            old = demo_dir.with_name(f".{demo_dir.name}.old-{uuid.uuid4().hex[:8]}")
+            demo_dir.rename(old)
+        else:
+            demo_dir.rmdir()  # empty (checked by the caller); fails loudly if not
+    try:
+        staging.rename(demo_dir)
+    except OSError:
+        if _marker(demo_dir) != wanted:
+            raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Synthesize a monai-flow demo dataset.")
+    parser.add_argument("kind", choices=DEMO_KINDS)
+    parser.add_argument("demo_dir")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-images", type=int, default=None)
+    args = parser.parse_args(argv)
+    out = prepare_demo_data(args.kind, args.demo_dir, seed=args.seed, num_images=args.num_images)
+    print(f"{args.kind} demo data in {out['dataset_dir']}: {len(out['training'])} training, "
+          f"{len(out['validation'])} validation, {len(out['testing'])} testing items.")
+
+
+if __name__ == "__main__":
+    main()
