@@ -199,7 +199,7 @@ def test_slice_wise_runs_a_2d_network_on_volumes_slice_by_slice():
     t = torch.tensor([0.2, 0.7])
     labels = torch.tensor([0, 1])
     wrapped = SliceWise(net, slice_batch=3)
-    assert wrapped.spatial_divisor == net.spatial_divisor and wrapped.null_class == 2
+    assert wrapped.spatial_divisor == (net.spatial_divisor,) * 2 + (1,) and wrapped.null_class == 2
     with torch.no_grad():
         out = wrapped(vol3, t, class_labels=labels, mask=mask)
         for b in range(2):

@@ -12,7 +12,8 @@ is either absent or whole; ``.monai_flow_demo.json`` is written last):
 Kinds: ``ct_denoise`` (noisy references at doses 25..100% of ``i0``), ``ct_restore`` (full-dose
 acquisitions at ``i0``: the training pipeline simulates the low-dose inputs), ``mr_denoise``
 (64^3 brain phantoms with Rician noise at 1..5% of the maximum), ``motfm_generation`` (2D 64x64
-CT slices with masks, class ``label`` 1 = lung lesion present, 0 = absent).
+CT slices with masks, class ``label`` 1 = lung lesion present, 0 = absent), ``motfm_generation_3d``
+(the same as 24 small 32x32x16 volumes at 10 mm, for the 3D MOTFM configuration and its tests).
 
 Command line: ``python -m monai_flow.data.demo KIND DIR [--seed N]``.
 """
@@ -36,7 +37,7 @@ from .phantoms import ct_phantom, mr_phantom
 
 __all__ = ["DEMO_KINDS", "DEMO_MARKER", "prepare_demo_data", "write_nifti"]
 
-DEMO_KINDS = ("ct_denoise", "ct_restore", "mr_denoise", "motfm_generation")
+DEMO_KINDS = ("ct_denoise", "ct_restore", "mr_denoise", "motfm_generation", "motfm_generation_3d")
 DEMO_MARKER = ".monai_flow_demo.json"
 DEMO_VERSION = 1
 CT_I0 = 1e5  # full-dose photons per detector bin and view
@@ -145,53 +146,56 @@ def _mr(root: Path, seed: int, num: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- MOTFM
-def _lesion(hu: np.ndarray, lung: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Disk (radius 2..4 px) centred in the lung: a solid nodule."""
-    inner = lung.copy()
-    ys, xs = np.nonzero(inner)
-    c = int(rng.integers(len(ys)))
-    r = float(rng.uniform(2.0, 4.0))
-    yy, xx = np.mgrid[: hu.shape[0], : hu.shape[1]]
-    return ((yy - ys[c]) ** 2 + (xx - xs[c]) ** 2 <= r * r) & (hu > -1000)
+def _lesion(hu: np.ndarray, lung: np.ndarray, rng: np.random.Generator, radius=(2.0, 4.0)) -> np.ndarray:
+    """Disk (2D) or ball (3D) of radius ``radius`` px centred in the lung: a solid nodule."""
+    centres = np.argwhere(lung)
+    c = centres[int(rng.integers(len(centres)))]
+    r = float(rng.uniform(*radius))
+    grid = np.indices(hu.shape)
+    return (sum((g - ci) ** 2 for g, ci in zip(grid, c)) <= r * r) & (hu > -1000)
 
 
-def _motfm(root: Path, seed: int, num: int) -> dict:
+def _motfm(root: Path, seed: int, num: int, three_d: bool = False) -> dict:
+    """2D 64x64 slices (5 mm pixels), or with ``three_d`` small 32x32x16 volumes (10 mm voxels)
+    for the 3D MOTFM configuration: masks, and class 1 = a lung nodule (disk / ball)."""
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     classes = rng.permutation(np.arange(num) % 2)
-    spacing = (5.0, 5.0)
-    affine = _ras_affine((64, 64, 1), (*spacing, 1.0))
+    shape, spacing = ((32, 32, 16), (10.0, 10.0, 10.0)) if three_d else ((64, 64), (5.0, 5.0))
+    affine = _ras_affine(shape if three_d else (*shape, 1), spacing if three_d else (*spacing, 1.0))
+    order = (1, 0, 2) if three_d else (1, 0)  # (H=A-P, W=L-R[, D]) -> MONAI layout (X, Y[, Z])
     images = []
     for i in range(num):
-        hu = ct_phantom((64, 64), gen).numpy()
+        hu = ct_phantom(shape, gen).numpy()
         mask = np.zeros(hu.shape, np.uint8)
         mask[hu > -990] = MASK_LABELS["body"]
         lung = np.isclose(hu, -850.0)
         mask[lung] = MASK_LABELS["lung"]
         mask[np.isclose(hu, 250.0) | np.isclose(hu, 1000.0)] = MASK_LABELS["bone"]
         if classes[i] == 1:
-            lesion = _lesion(hu, lung, rng)
+            lesion = _lesion(hu, lung, rng, (1.5, 2.5) if three_d else (2.0, 4.0))
             hu[lesion] = 40.0 + 10.0 * rng.standard_normal(int(lesion.sum()))
             mask[lesion] = MASK_LABELS["lesion"]
-        name = f"slice_{i:03d}"
-        image = write_nifti(hu.T, affine, root / "images" / f"{name}.nii.gz")  # MONAI layout (X, Y)
-        m = write_nifti(mask.T, affine, root / "masks" / f"{name}.nii.gz", dtype=np.uint8)
+        name = f"{'volume' if three_d else 'slice'}_{i:03d}"
+        image = write_nifti(hu.transpose(order), affine, root / "images" / f"{name}.nii.gz")
+        m = write_nifti(mask.transpose(order), affine, root / "masks" / f"{name}.nii.gz", dtype=np.uint8)
         images.append({"name": name, "image": str(image.relative_to(root)), "mask": str(m.relative_to(root)),
                        "label": int(classes[i]), "format": "nifti"})
-    return {"modality": "CT", "unit": "HU", "spatial_dims": 2, "shape": [64, 64], "spacing_mm": list(spacing),
+    return {"modality": "CT", "unit": "HU", "spatial_dims": len(shape), "shape": list(shape), "spacing_mm": list(spacing),
             "classes": {"0": "no lesion", "1": "lung lesion"}, "mask_labels": MASK_LABELS, "volumes": images}
 
 
 # ------------------------------------------------------------------------------------- datalist
 def _datalist(kind: str, info: dict, seed: int) -> dict:
     vols = info["volumes"]
-    n_val = 2 if kind != "motfm_generation" else max(1, len(vols) // 6)
+    motfm = kind.startswith("motfm_generation")
+    n_val = 2 if not motfm else max(1, len(vols) // 6)
     order = np.random.default_rng(seed + 1).permutation(len(vols))
     val_ids = set(order[:n_val].tolist())
 
     def item(v: dict, testing: bool = False) -> dict:
         it = {"image": v["image"], "name": v["name"], "format": v["format"], "series_uid": v.get("series_uid", "")}
-        if kind == "motfm_generation":
+        if motfm:
             it.update(mask=v["mask"], label=v["label"])
         elif testing:
             it["reference"] = v["reference"]
@@ -229,7 +233,7 @@ def prepare_demo_data(kind: str, demo_dir: str, seed: int = 0, num_images: int |
             function (has ``.monai_flow_demo.json``); anything else is refused (``FileExistsError``).
             A complete folder for the same kind, seed and size is reused as is.
         seed: generation seed (same seed, same data).
-        num_images: number of volumes (default 8 CT, 5 MR) or 2D images (default 96 MOTFM).
+        num_images: number of volumes (default 8 CT, 5 MR, 24 MOTFM 3D) or 2D images (default 96 MOTFM).
 
     Returns:
         ``{"dataset_dir", "datalist_file", "info", "training", "validation", "testing"}`` with
@@ -238,7 +242,8 @@ def prepare_demo_data(kind: str, demo_dir: str, seed: int = 0, num_images: int |
     if kind not in DEMO_KINDS:
         raise ValueError(f"kind must be one of {DEMO_KINDS}, got {kind!r}.")
     demo_dir = Path(demo_dir).expanduser().absolute()
-    num = int(num_images or {"ct_denoise": 8, "ct_restore": 8, "mr_denoise": 5, "motfm_generation": 96}[kind])
+    num = int(num_images or {"ct_denoise": 8, "ct_restore": 8, "mr_denoise": 5, "motfm_generation": 96,
+                             "motfm_generation_3d": 24}[kind])
     if num < 3:
         raise ValueError(f"num_images must be >= 3 (training and 2 validation), got {num}.")
     wanted = {"kind": kind, "seed": int(seed), "num_images": num, "version": DEMO_VERSION}
@@ -258,7 +263,7 @@ def prepare_demo_data(kind: str, demo_dir: str, seed: int = 0, num_images: int |
         elif kind == "mr_denoise":
             info = _mr(staging, seed, num)
         else:
-            info = _motfm(staging, seed, num)
+            info = _motfm(staging, seed, num, three_d=kind == "motfm_generation_3d")
         info = {"kind": kind, "seed": int(seed), **info}
         (staging / "datalist.json").write_text(json.dumps(_datalist(kind, info, seed), indent=1))
         (staging / "demo_info.json").write_text(json.dumps(info, indent=1))

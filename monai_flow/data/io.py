@@ -21,7 +21,14 @@ from monai.transforms import MapTransform, Transform
 
 from .dicom import _is_dicom, write_dicom_series
 
-__all__ = ["ITKSeriesReader", "SaveDicomSeries", "SaveDicomSeriesd", "SaveDicomSeriesD", "SaveDicomSeriesDict"]
+__all__ = [
+    "ITKSeriesReader",
+    "SaveDicomSeries",
+    "SaveDicomSeriesd",
+    "SaveDicomSeriesD",
+    "SaveDicomSeriesDict",
+    "SaveJSONSidecard",
+]
 
 
 def _sorted_series(files: Sequence[str]) -> list[str]:
@@ -135,3 +142,74 @@ class SaveDicomSeriesd(MapTransform):
 
 
 SaveDicomSeriesD = SaveDicomSeriesDict = SaveDicomSeriesd
+
+
+def _json_value(value):
+    """Tensors / arrays / numpy scalars as plain JSON values."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return value
+
+
+class SaveJSONSidecard(MapTransform):
+    """Write a JSON sidecar next to each image of ``keys`` saved by ``SaveImaged(..., savepath_in_metadict=True)``.
+
+    For ``out/case_generated.nii.gz`` it writes ``out/case_generated.json`` holding
+    ``{"image": "case_generated.nii.gz", <field>: d[field] for field in fields,
+    <name>: file name of d[path key] (its saved copy, else its source), <name>_source: its source path,
+    **extra}``, e.g. the class label and the mask a generated image was conditioned on, and the
+    sampler settings.
+
+    Args:
+        keys: keys of saved images (their ``meta["saved_to"]`` names the file).
+        fields: item keys whose values (numbers, strings, small tensors) are recorded.
+        path_keys: item keys of other images (MetaTensors) whose file names are recorded, or a
+            mapping ``{record name: item key}``.
+        extra: constant entries (e.g. ``{"num_steps": 50, "guidance_scale": 2.0}``).
+    """
+
+    def __init__(self, keys: KeysCollection, fields: Sequence[str] = (),
+                 path_keys: Sequence[str] | Mapping[str, str] = (), extra: Mapping | None = None,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.fields, self.extra = tuple(fields), dict(extra or {})
+        self.path_keys = dict(path_keys) if isinstance(path_keys, Mapping) else {k: k for k in path_keys}
+
+    @staticmethod
+    def _saved_path(img, key) -> str:
+        meta = getattr(img, "meta", None) or {}
+        path = meta.get("saved_to")
+        if not path:
+            raise ValueError(f"'{key}' has no meta['saved_to']: save it first with SaveImaged(..., savepath_in_metadict=True).")
+        return str(path)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        import json
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            saved = Path(self._saved_path(d[key], key))
+            record = {"image": saved.name}
+            for field in self.fields:
+                if field not in d:
+                    raise ValueError(f"SaveJSONSidecard: item has no '{field}', got keys {sorted(map(str, d))}.")
+                record[field] = _json_value(d[field])
+            for name, pkey in self.path_keys.items():
+                meta = getattr(d.get(pkey), "meta", None) or {}
+                saved_to, source = meta.get("saved_to"), meta.get("filename_or_obj")
+                record[name] = Path(str(saved_to or source)).name if saved_to or source else None
+                if saved_to and source:
+                    record[f"{name}_source"] = str(source)
+            record.update(self.extra)
+            stem = saved.name
+            for ext in (".nii.gz", ".nii", ".dcm", ".png", ".nrrd", ".mha"):
+                if stem.lower().endswith(ext):
+                    stem = stem[: -len(ext)]
+                    break
+            out = saved.with_name(f"{stem}.json")
+            tmp = out.with_name(f".{out.name}.partial")
+            tmp.write_text(json.dumps(record, indent=1))
+            os.replace(tmp, out)
+        return d

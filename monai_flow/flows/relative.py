@@ -43,6 +43,10 @@ class RelativeFlow(FlowObjective):
             Advance it per epoch with ``monai_flow.engines.CurriculumHandler``.
         image_key: batch key of the noisy reference.
         seed: optional seed making the loss deterministic.
+        reference_std_key: optional batch key holding each reference's noise std (B,) in image
+            units, passed to the degradation as ``reference_std=`` (``MRDegradation`` accepts it).
+            Use it when training crops may lack the background a per-crop noise estimate needs
+            (3D MR patches): estimate the noise on the whole volume before cropping.
     """
 
     def __init__(
@@ -51,8 +55,10 @@ class RelativeFlow(FlowObjective):
         curriculum: DtCurriculum | None = None,
         image_key: str = "image",
         seed: int | None = None,
+        reference_std_key: str | None = None,
     ) -> None:
         super().__init__(image_key=image_key, seed=seed)
+        self.reference_std_key = reference_std_key
         if not callable(degradation):
             raise ValueError(
                 f"degradation must be callable op(x, dt, generator=None), got {type(degradation).__name__}."
@@ -71,11 +77,19 @@ class RelativeFlow(FlowObjective):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Simulation-based velocity MSE of ``network(y, dt)`` against (x - y) / (e^dt - 1)."""
-        x = self.unpack(batch)[self.image_key]
+        data = self.unpack(batch)
+        x = data[self.image_key]
         gen = self._resolve_generator(generator, x.device)
         dt = self.sample_dt(x.shape[0], device=x.device, dtype=x.dtype, generator=gen)
+        kwargs = {}
+        if self.reference_std_key is not None:
+            if self.reference_std_key not in data:
+                raise ValueError(
+                    f"batch has no '{self.reference_std_key}' (reference_std_key), got keys {sorted(map(str, data))}."
+                )
+            kwargs["reference_std"] = torch.as_tensor(data[self.reference_std_key]).to(x.device, x.dtype).reshape(-1)
         with torch.no_grad():
-            y = self.degradation(x, dt, generator=gen)
+            y = self.degradation(x, dt, generator=gen, **kwargs)
         if y.shape != x.shape:
             raise ValueError(f"degradation must keep the image shape {tuple(x.shape)}, got {tuple(y.shape)}.")
         u = relative_velocity_target(x, y, dt)

@@ -50,8 +50,8 @@ class SlidingWindowFlowInferer(Inferer):
 
     Args:
         flow_inferer: the :class:`FlowInfererBase` defining the step sequence and update.
-        roi_size: window size; every entry must be divisible by ``network.spatial_divisor`` when the
-            network exposes it. Volumes smaller than the roi are zero-padded and cropped back.
+        roi_size: window size; every entry must be divisible by ``network.spatial_divisor`` (an int,
+            or one value per axis) when the network exposes it. Volumes smaller than the roi are zero-padded and cropped back.
         sw_batch_size, overlap, mode, sigma_scale: as in ``monai.inferers.SlidingWindowInferer``.
         sw_device: device of the windows / network; ``device``: device of the stitched volume
             (defaults: the input's device).
@@ -99,7 +99,8 @@ class SlidingWindowFlowInferer(Inferer):
             raise ValueError(f"roi_size must have {len(spatial)} entries for this input, got {self.roi_size}.")
         divisor = getattr(getattr(network, "module", network), "spatial_divisor", None)
         if divisor:
-            bad = [r for r in roi if r % divisor]
+            per_axis = divisor if isinstance(divisor, (tuple, list)) else (divisor,) * len(roi)
+            bad = [r for r, d in zip(roi, per_axis) if r % d]
             if bad:
                 raise ValueError(
                     f"every entry of roi_size must be divisible by the network's spatial_divisor={divisor}, "

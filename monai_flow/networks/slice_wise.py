@@ -14,8 +14,8 @@ class SliceWise(nn.Module):
     Each of the D slices (H, W) is a sample of the 2D network; times (B,) and per-sample
     conditioning tensors are repeated per slice, image-shaped conditioning (B, C', H, W, D) is
     sliced like ``x``. ``slice_batch`` slices go through the network at once (memory bound).
-    2D inputs (B, C, H, W) pass straight through. Attributes such as ``spatial_divisor`` and
-    ``null_class`` are forwarded from the wrapped network.
+    2D inputs (B, C, H, W) pass straight through. Attributes such as ``null_class`` are forwarded
+    from the wrapped network; ``spatial_divisor`` is per axis, ``(d, d, 1)``.
 
     Args:
         network: a 2D network ``network(x, t, ...)``.
@@ -27,6 +27,12 @@ class SliceWise(nn.Module):
         if slice_batch < 1:
             raise ValueError(f"slice_batch must be >= 1, got {slice_batch}.")
         self.network, self.slice_batch = network, int(slice_batch)
+
+    @property
+    def spatial_divisor(self) -> tuple[int, int, int] | None:
+        """(d, d, 1) for volumes: in-plane sizes must divide by the 2D network's divisor, slices need not."""
+        d = getattr(self._modules["network"], "spatial_divisor", None)
+        return None if d is None else (d, d, 1)
 
     def __getattr__(self, name: str):
         try:

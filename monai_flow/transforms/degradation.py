@@ -178,6 +178,10 @@ class CTDegradation:
     - ``dt_mapping="dose"``: ``a = e^{-dt}``, dt is the log dose reduction; the std grows by
       ``e^{dt/2}`` only, so the SVF target ``(x - y) / (e^dt - 1)`` is no longer CoT-consistent.
 
+    ``input_noise="none"`` treats ``x`` as noise-free and simulates the whole acquisition at dose
+    ``a(dt) * i0`` instead (evaluation from phantoms; ``dt_mapping="dose"`` then gives
+    ``dt = -ln(dose)``).
+
     ``i0="estimate"`` sets the photon count per sample from the reference's measured noise
     (:func:`estimate_ct_noise_std`) through the image-domain noise prediction, for heterogeneous
     references whose dose is unknown.
@@ -199,8 +203,11 @@ class CTDegradation:
         num_bins: int | None = None,
         filter_name: str = "ramp",
         dt_mapping: str = "cot",
+        input_noise: str = "full_dose",
     ) -> None:
         _check_mapping(dt_mapping)
+        if input_noise not in ("full_dose", "none"):
+            raise ValueError(f"input_noise must be 'full_dose' or 'none', got {input_noise!r}.")
         if domain not in CT_DOMAINS:
             raise ValueError(f"domain must be one of {CT_DOMAINS}, got {domain!r}.")
         if not (i0 == "estimate" or (isinstance(i0, (int, float)) and i0 > 0)):
@@ -208,7 +215,7 @@ class CTDegradation:
         self.spacing = tuple(float(s) for s in spacing)
         self.i0, self.electronic_std, self.mu_water = i0, float(electronic_std), float(mu_water)
         self.domain, self.num_views, self.num_bins, self.filter_name = domain, num_views, num_bins, filter_name
-        self.dt_mapping = dt_mapping
+        self.dt_mapping, self.input_noise = dt_mapping, input_noise
 
     def dose_fraction(self, dt: torch.Tensor) -> torch.Tensor:
         """Dose fraction ``a(dt)`` of the chosen mapping."""
@@ -230,7 +237,7 @@ class CTDegradation:
         dt = _dt_tensor(dt, x.shape[0], x)
         noise = low_dose_ct_noise(
             x, self.dose_fraction(dt).clamp_min(1e-6), self.spacing, self.reference_i0(x), self.electronic_std,
-            self.mu_water, self.domain, self.num_views, self.num_bins, self.filter_name, "full_dose", generator,
+            self.mu_water, self.domain, self.num_views, self.num_bins, self.filter_name, self.input_noise, generator,
         )
         return x + noise
 
@@ -249,7 +256,9 @@ class MRDegradation:
 
     Args:
         reference_std: the references' noise ``s_ref`` in image units, or ``None`` to estimate
-            it per sample from the background (:func:`estimate_rician_noise_std`).
+            it per sample from the background (:func:`estimate_rician_noise_std`). A
+            ``reference_std`` given per call (float or (B,)) takes precedence, e.g. a whole-volume
+            estimate for patches without background (``RelativeFlow(reference_std_key=...)``).
         num_coils: L, receive coils combined by sum of squares.
     """
 
@@ -265,15 +274,22 @@ class MRDegradation:
         """Per-sample noise ``s`` from the background, (B,)."""
         return estimate_rician_noise_std(x, num_coils=self.num_coils)
 
-    def added_std(self, x: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-        """Std ``s`` (B,) of the noise one step of ``dt`` adds."""
-        s_ref = self.estimate_noise_std(x) if self.reference_std is None else torch.full_like(dt, self.reference_std)
+    def added_std(self, x: torch.Tensor, dt: torch.Tensor, reference_std=None) -> torch.Tensor:
+        """Std ``s`` (B,) of the noise one step of ``dt`` adds; ``reference_std`` overrides ``s_ref``."""
+        reference_std = self.reference_std if reference_std is None else reference_std
+        if reference_std is None:
+            s_ref = self.estimate_noise_std(x)
+        else:
+            s_ref = torch.as_tensor(reference_std, dtype=dt.dtype, device=dt.device).reshape(-1)
+            if s_ref.numel() not in (1, dt.numel()) or bool((s_ref < 0).any()):
+                raise ValueError(f"reference_std must be >= 0, a float or one per sample ({dt.numel()}), got {s_ref.tolist()}.")
+            s_ref = s_ref.expand_as(dt)
         growth = torch.expm1(2.0 * dt) if self.dt_mapping == "cot" else torch.expm1(dt)
         return s_ref.to(dt) * growth.sqrt()
 
-    def __call__(self, x: torch.Tensor, dt, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, dt, generator: torch.Generator | None = None, reference_std=None) -> torch.Tensor:
         dt = _dt_tensor(dt, x.shape[0], x)
-        return noncentral_chi_noise(x, self.added_std(x, dt).to(x.dtype), self.num_coils, generator)
+        return noncentral_chi_noise(x, self.added_std(x, dt, reference_std).to(x.dtype), self.num_coils, generator)
 
 
 class NormalizedDegradation:
@@ -281,7 +297,7 @@ class NormalizedDegradation:
 
     ``op(x, dt)`` becomes ``(operator(x * scale + shift, dt) - shift) / scale``, e.g. a CT
     operator in HU on images stored as ``HU / 1000`` (``scale=1000``). Other attributes
-    (``estimate_noise_std``, ...) are those of ``operator`` in its own units.
+    are those of ``operator``; ``estimate_noise_std`` works in the normalised units.
     """
 
     def __init__(self, operator, scale: float = 1.0, shift: float = 0.0) -> None:
@@ -292,7 +308,11 @@ class NormalizedDegradation:
         self.operator, self.scale, self.shift = operator, float(scale), float(shift)
 
     def __getattr__(self, name: str):
-        return getattr(self.operator, name)
+        return getattr(self.__dict__["operator"], name)
 
     def __call__(self, x: torch.Tensor, dt, generator: torch.Generator | None = None) -> torch.Tensor:
         return (self.operator(x * self.scale + self.shift, dt, generator=generator) - self.shift) / self.scale
+
+    def estimate_noise_std(self, x: torch.Tensor) -> torch.Tensor:
+        """The operator's per-sample noise estimate, in the normalised units of ``x`` (B,)."""
+        return self.operator.estimate_noise_std(x * self.scale + self.shift) / abs(self.scale)

@@ -1,0 +1,93 @@
+"""The ct_denoise bundle end to end on its demo data: train, infer (NIfTI and DICOM out), evaluate.
+
+The bundle is copied into a temporary folder so that tests never write into the repository.
+"""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.transforms import LoadImage
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_bundle(config: str, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundles") / "ct_denoise"
+    shutil.copytree(REPO / "bundles" / "ct_denoise", root, ignore=shutil.ignore_patterns("demo", "models", "eval", "output"))
+    run_bundle(str(root / "configs" / "train.json"), "--max_epochs", "2", "--val_interval", "1", "--slices_per_volume", "2")
+    return root
+
+
+def test_training_writes_model_and_resumable_checkpoint(bundle):
+    assert (bundle / "models" / "model.pt").is_file()
+    ckpt = torch.load(bundle / "models" / "checkpoint_epoch=2.pt", weights_only=True)
+    assert {"model", "optimizer", "objective", "trainer"} <= set(ckpt)
+    assert ckpt["trainer"]["iteration"] == 2 * ckpt["trainer"]["epoch_length"] and ckpt["objective"]["curriculum"]["epoch"] == 2
+    # demo: noisy references for training, clean phantoms apart for evaluation only
+    assert (bundle / "demo" / "reference").is_dir()
+    # resume: the same command with more epochs continues from epoch 2
+    out = run_bundle(str(bundle / "configs" / "train.json"), "--max_epochs", "3", "--val_interval", "5", "--slices_per_volume", "2")
+    assert "Epoch: 3/3" in out.stdout + out.stderr and "Epoch: 1/3" not in out.stdout + out.stderr
+
+
+def test_inference_on_a_dicom_series_writes_nifti_and_dicom_with_the_input_geometry(bundle, tmp_path):
+    series = sorted(p for p in (bundle / "demo" / "images").iterdir() if p.is_dir())[0]
+    out_dir = tmp_path / "out"
+    run_bundle(
+        str(bundle / "configs" / "inference.json"), "--input_path", str(series), "--output_dir", str(out_dir),
+        "--save_dicom", "true", "--dt_schedule", "[0.2]",
+    )
+    source = LoadImage(reader="ITKReader", image_only=True)(str(series))
+    nifti = LoadImage(image_only=True)(str(next(out_dir.glob("*_denoised.nii.gz"))))
+    assert nifti.shape == source.shape
+    np.testing.assert_allclose(nifti.affine, source.affine, atol=1e-3)
+    assert abs(float(nifti.mean() - source.mean())) < 50  # still HU
+    dicom_dirs = [p for p in out_dir.iterdir() if p.is_dir()]
+    assert len(dicom_dirs) == 1
+    dicom = LoadImage(reader="ITKReader", image_only=True)(str(dicom_dirs[0]))
+    assert dicom.shape == source.shape
+    np.testing.assert_allclose(dicom.affine, source.affine, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(dicom), np.asarray(nifti), atol=1.0)  # HU stored as integers
+    import pydicom
+
+    src_ds = pydicom.dcmread(next(series.iterdir()))
+    out_ds = pydicom.dcmread(next(dicom_dirs[0].iterdir()))
+    assert out_ds.PatientID == src_ds.PatientID and out_ds.StudyInstanceUID == src_ds.StudyInstanceUID
+    assert out_ds.SeriesInstanceUID != src_ds.SeriesInstanceUID and "DERIVED" in out_ds.ImageType
+
+
+def test_inference_by_sliding_window_on_a_nifti_file(bundle, tmp_path):
+    nifti = sorted((bundle / "demo" / "images").glob("*.nii.gz"))[0]
+    run_bundle(
+        str(bundle / "configs" / "inference.json"), "--input_path", str(nifti), "--output_dir", str(tmp_path),
+        "--use_sliding_window", "true", "--roi_size", "[64, 64, 1]", "--dt_schedule", "[0.2]",
+    )
+    out = LoadImage(image_only=True)(str(next(tmp_path.glob("*_denoised.nii.gz"))))
+    src = LoadImage(image_only=True)(str(nifti))
+    assert out.shape == src.shape and np.allclose(out.affine, src.affine, atol=1e-4)
+
+
+def test_evaluate_writes_metrics_for_every_level(bundle, tmp_path):
+    run_bundle(str(bundle / "configs" / "evaluate.json"), "--output_dir", str(tmp_path), "--doses", "[0.5, 0.1]", "--target_std_hu", "30.0")
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    means = [r for r in rows if r["case"] == "mean"]
+    assert len(means) == 2 and len(rows) == 2 + 2 * 2  # two test volumes
+    assert float(means[0]["input_psnr"]) > float(means[1]["input_psnr"])  # dose 0.5 is cleaner than 0.1
+    assert (tmp_path / "example.png").is_file()
