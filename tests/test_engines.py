@@ -14,13 +14,7 @@ from monai_flow.engines import CurriculumHandler, FlowTrainer, PrepareFlowBatch
 from monai_flow.flows import ConditionalFlowMatching, DtCurriculum, RelativeFlow
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny networks run faster on one thread on shared CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class TinyNet(torch.nn.Module):

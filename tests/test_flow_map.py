@@ -78,16 +78,7 @@ class TinyMLP(torch.nn.Module):
         return self.net(feats).reshape(z.shape)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny networks train several times faster on one thread than on contended cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_trained_flow_map_approaches_the_closed_form(one_thread):
+def test_trained_flow_map_approaches_the_closed_form(single_thread):
     torch.manual_seed(0)
     net = TinyMLP()
     objective = FlowMap(diagonal_fraction=0.25, seed=0)

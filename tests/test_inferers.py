@@ -21,12 +21,7 @@ from monai_flow.networks import VelocityUNet
 from monai_flow.solvers import solve, uniform_time_grid
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _tb(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -10,13 +10,7 @@ from monai_flow.networks import VelocityUNet
 DIMS = (2, 3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny convolutions are fastest single-threaded, and robust on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 TINY = dict(channels=(8, 16), attention_levels=(False, False), norm_num_groups=8, num_res_blocks=1)
 

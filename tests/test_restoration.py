@@ -92,34 +92,29 @@ def psnr(a, b, data_range=2.0):
     return 10 * math.log10(data_range**2 / float((a - b).pow(2).mean()))
 
 
-def test_tiny_network_trained_on_simulated_low_dose_ct_improves_psnr_in_one_step():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        gen = torch.Generator().manual_seed(0)
-        op = CTDegradation(spacing=(2.0, 2.0), i0=1e3, electronic_std=0.0, num_views=90)
+def test_tiny_network_trained_on_simulated_low_dose_ct_improves_psnr_in_one_step(single_thread):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    op = CTDegradation(spacing=(2.0, 2.0), i0=1e3, electronic_std=0.0, num_views=90)
 
-        def degrade(x, level, generator=None):  # networks see HU / 1000
-            return op(x * 1000.0, level, generator=generator) / 1000.0
+    def degrade(x, level, generator=None):  # networks see HU / 1000
+        return op(x * 1000.0, level, generator=generator) / 1000.0
 
-        objective = CumulativeVelocityFlow(degrade, level_range=(0.3, 0.8), mct_weight=0.3, mct_steps=(2, 4), seed=0)
-        net = TimeConv(24)
-        opt = torch.optim.Adam(net.parameters(), lr=5e-3)
-        for _ in range(300):
-            loss = objective(net, {"image": phantoms(8, generator=gen) / 1000.0})
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        clean = phantoms(16, generator=torch.Generator().manual_seed(99)) / 1000.0
-        noisy = degrade(clean, torch.full((16,), 0.6), generator=torch.Generator().manual_seed(7))
-        with torch.no_grad():
-            one = RestorationInferer(num_steps=1)(noisy, net)
-            two = RestorationInferer(num_steps=2)(noisy, net)
-        assert psnr(one, clean) > psnr(noisy, clean) + 3.0
-        assert psnr(two, clean) > psnr(noisy, clean) + 3.0
-    finally:
-        torch.set_num_threads(threads)
+    objective = CumulativeVelocityFlow(degrade, level_range=(0.3, 0.8), mct_weight=0.3, mct_steps=(2, 4), seed=0)
+    net = TimeConv(24)
+    opt = torch.optim.Adam(net.parameters(), lr=5e-3)
+    for _ in range(300):
+        loss = objective(net, {"image": phantoms(8, generator=gen) / 1000.0})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    clean = phantoms(16, generator=torch.Generator().manual_seed(99)) / 1000.0
+    noisy = degrade(clean, torch.full((16,), 0.6), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        one = RestorationInferer(num_steps=1)(noisy, net)
+        two = RestorationInferer(num_steps=2)(noisy, net)
+    assert psnr(one, clean) > psnr(noisy, clean) + 3.0
+    assert psnr(two, clean) > psnr(noisy, clean) + 3.0
 
 
 def test_bad_parameters():

@@ -16,13 +16,7 @@ from monai_flow.networks import VelocityUNet
 from monai_flow.transforms import MRDegradation
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny networks train several times faster on one thread (no contention on shared CPUs)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class TinyVelocityNet(torch.nn.Module):
