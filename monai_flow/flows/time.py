@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 
 __all__ = ["TimeSampler", "UniformTimeSampler", "LogitNormalTimeSampler", "get_time_sampler"]
 
 
-class TimeSampler:
+class TimeSampler(ABC):
     """Draw per-sample times ``t`` of shape (B,) in [0, 1]."""
 
+    @abstractmethod
     def __call__(
         self,
         batch_size: int,
@@ -17,7 +20,7 @@ class TimeSampler:
         dtype: torch.dtype = torch.float32,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        raise NotImplementedError
+        """Times (B,) on ``device``."""
 
 
 class UniformTimeSampler(TimeSampler):

@@ -16,6 +16,7 @@ so any ``network(x, t)`` callable works when unconditioned.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -81,13 +82,13 @@ class FlowInfererBase(Inferer):
         self.progress = progress
 
     # -- the two pieces subclasses define ---------------------------------------------------------
+    @abstractmethod
     def step_sequence(self, inputs: torch.Tensor) -> list[Step]:
         """Steps to take for ``inputs`` (B, C, *spatial); tensors on ``inputs.device``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def apply_step(self, f: Field, x: torch.Tensor, step: Step) -> torch.Tensor:
         """One update of state ``x`` using field ``f(x, t)``."""
-        raise NotImplementedError
 
     # -- shared machinery -------------------------------------------------------------------------
     def velocity(
