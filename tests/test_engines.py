@@ -237,3 +237,18 @@ def test_evaluate_restoration_writes_scores_and_figure(tmp_path):
     inputs, targets = PrepareDegradedBatch(degrade, 0.1, seed=3)({"image": clean}, "cpu")
     again, _ = PrepareDegradedBatch(degrade, 0.1, seed=3)({"image": clean}, "cpu")
     assert torch.equal(targets, clean) and torch.equal(inputs, again) and not torch.equal(inputs, clean)
+
+
+def test_prepare_degraded_batch_repeats_its_noise_on_every_evaluator_run():
+    from ignite.engine import Engine
+
+    from monai_flow.engines import PrepareDegradedBatch
+
+    prepare = PrepareDegradedBatch(lambda x, level, generator=None: x + torch.randn(x.shape, generator=generator), 0.1)
+    seen = []
+    engine = Engine(lambda e, batch: seen.append(prepare(batch, "cpu")[0]))
+    prepare.attach(engine)
+    data = [{"image": torch.zeros(1, 1, 4, 4)}] * 2
+    engine.run(data, max_epochs=1)
+    engine.run(data, max_epochs=1)
+    assert torch.equal(seen[0], seen[2]) and not torch.equal(seen[0], seen[1])

@@ -58,7 +58,8 @@ class PrepareDegradedBatch(PrepareBatch):
 
     ``x = batch[image_key]`` is a reference (possibly itself noisy, as in RelativeFlow training:
     the score then measures how well one further degradation is undone, without clean targets).
-    The degradation draws from a generator seeded once, so every validation sees the same noise.
+    Attached to the evaluator (``prepare_batch.attach(evaluator)``), the noise generator is
+    reseeded at every run, so every validation sees the same noise and scores are comparable.
 
     Args:
         degradation: ``op(x, level, generator=None)``.
@@ -72,6 +73,16 @@ class PrepareDegradedBatch(PrepareBatch):
             raise ValueError(f"degradation must be callable op(x, level, generator=None), got {type(degradation).__name__}.")
         self.degradation, self.level, self.image_key, self.seed = degradation, float(level), image_key, int(seed)
         self._generators: dict[torch.device, torch.Generator] = {}
+
+    def reset(self, engine=None) -> None:
+        """Restart the noise stream from ``seed``."""
+        self._generators = {}
+
+    def attach(self, engine) -> None:
+        """Reset the noise stream at every ``engine.run()`` (``Events.STARTED``)."""
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self.reset)
 
     def __call__(self, batchdata, device=None, non_blocking=False, **kwargs):
         if self.image_key not in batchdata:
