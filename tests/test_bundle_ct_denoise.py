@@ -84,7 +84,7 @@ def test_inference_by_sliding_window_on_a_nifti_file(bundle, tmp_path):
 
 
 def test_evaluate_writes_metrics_for_every_level(bundle, tmp_path):
-    run_bundle(str(bundle / "configs" / "evaluate.json"), "--output_dir", str(tmp_path), "--doses", "[0.5, 0.1]", "--target_std_hu", "30.0")
+    run_bundle(str(bundle / "configs" / "evaluate.json"), "--output_dir", str(tmp_path), "--doses", "[0.5, 0.1]", "--dt_schedule", "auto", "--target_std_hu", "30.0")
     with open(tmp_path / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     means = [r for r in rows if r["case"] == "mean"]
