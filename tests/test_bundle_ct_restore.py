@@ -12,7 +12,8 @@ import pytest
 import torch
 from monai.transforms import LoadImage
 
-from monai.bundle import run
+from bundle_helpers import run_bundle
+
 
 BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "ct_restore"
 CONFIGS = ("metadata.json", "train.json", "inference.json", "evaluate.json", "multi_gpu_train.json", "logging.conf",
@@ -24,10 +25,6 @@ TINY_TRAIN = {**DEMO, "max_epochs": 1, "val_interval": 1, "patches_per_volume": 
               "slice_size": [64, 64], "mct_steps": [2, 2]}
 
 
-def _run(root: Path, config: str | list[str], **override) -> None:
-    files = [str(root / "configs" / c) for c in ([config] if isinstance(config, str) else config)]
-    run(config_file=files if len(files) > 1 else files[0], meta_file=str(root / "configs" / "metadata.json"),
-        logging_file=False, bundle_root=str(root), **override)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +35,8 @@ def trained(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _run(root, "train.json", **TINY_TRAIN)
-        _run(root, ["train.json", "train_flowmap.json"], **TINY_TRAIN)
+        run_bundle(root, "train.json", **TINY_TRAIN)
+        run_bundle(root, ["train.json", "train_flowmap.json"], **TINY_TRAIN)
     finally:
         torch.set_num_threads(threads)
     return root
@@ -76,7 +73,7 @@ def test_inference_dicom_series(trained):
     src = trained / "demo" / "images" / "ct_000"  # a DICOM series folder
     assert src.is_dir()
     out = trained / "out"
-    _run(trained, "inference.json", **DEMO, input_path=str(src), output_dir=str(out), save_dicom=True, num_steps=1)
+    run_bundle(trained, "inference.json", **DEMO, input_path=str(src), output_dir=str(out), save_dicom=True, num_steps=1)
     image = _check_like(out / "ct_000_restored.nii.gz", src)
     dicom = out / "ct_000_dicom"
     reread = LoadImage(reader="ITKReader", image_only=True)(str(dicom))
@@ -90,14 +87,14 @@ def test_inference_dicom_series(trained):
 def test_inference_flowmap(trained):
     src = trained / "demo" / "images" / "ct_001.nii.gz"
     out = trained / "out_fm"
-    _run(trained, ["inference.json", "inference_flowmap.json"], **DEMO, input_path=str(src), output_dir=str(out),
+    run_bundle(trained, ["inference.json", "inference_flowmap.json"], **DEMO, input_path=str(src), output_dir=str(out),
          lookahead=0.5)
     _check_like(out / "ct_001_flowmap.nii.gz", src)
 
 
 def test_evaluate(trained):
     out = trained / "eval_metrics"
-    _run(trained, "evaluate.json", **DEMO, output_dir=str(out), doses=[0.5, 0.25], num_steps=1)
+    run_bundle(trained, "evaluate.json", **DEMO, output_dir=str(out), doses=[0.5, 0.25], num_steps=1)
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     testing = json.loads((trained / "demo" / "datalist.json").read_text())["testing"]
     levels = sorted({r["dt"] for r in rows}, key=float)

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monai.bundle import run
 from monai.transforms import LoadImage
+
+from bundle_helpers import run_bundle
 
 from monai_flow.flows import RelativeFlow
 from monai_flow.transforms import MRDegradation
@@ -24,10 +25,6 @@ TINY_TRAIN = {"max_epochs": 1, "val_interval": 1, "patches_per_volume": 2, "patc
 FAST_INFER = {"dt_schedule": [0.3], "roi_size": [32, 32, 32], "sw_batch_size": 8}
 
 
-def _run(root: Path, config: str | list[str], **override) -> None:
-    files = [str(root / "configs" / c) for c in ([config] if isinstance(config, str) else config)]
-    run(config_file=files if len(files) > 1 else files[0], meta_file=str(root / "configs" / "metadata.json"),
-        logging_file=False, bundle_root=str(root), **override)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +35,7 @@ def trained(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _run(root, "train.json", **TINY_TRAIN)
+        run_bundle(root, "train.json", **TINY_TRAIN)
     finally:
         torch.set_num_threads(threads)
     return root
@@ -81,14 +78,14 @@ def test_train_outputs(trained):
 def test_resume(trained):
     """A second run continues from checkpoint_epoch=1 up to max_epochs=2."""
     torch.set_num_threads(1)
-    _run(trained, "train.json", **{**TINY_TRAIN, "max_epochs": 2, "val_interval": 5})
+    run_bundle(trained, "train.json", **{**TINY_TRAIN, "max_epochs": 2, "val_interval": 5})
     assert (trained / "models" / "checkpoint_epoch=2.pt").is_file()
 
 
 def test_inference_nifti_and_dicom(trained):
     src = trained / "demo" / "images" / "mr_000.nii.gz"
     out = trained / "out"
-    _run(trained, "inference.json", input_path=str(src), output_dir=str(out), save_dicom=True, **FAST_INFER)
+    run_bundle(trained, "inference.json", input_path=str(src), output_dir=str(out), save_dicom=True, **FAST_INFER)
     image = LoadImage(image_only=True)(str(src))
     pred = LoadImage(image_only=True)(str(out / "mr_000_denoised.nii.gz"))
     assert pred.shape == image.shape
@@ -105,7 +102,7 @@ def test_inference_nifti_and_dicom(trained):
 
 def test_evaluate(trained):
     out = trained / "eval_metrics"
-    _run(trained, "evaluate.json", output_dir=str(out), levels=[0.5, 1.0], **{**FAST_INFER, "roi_size": [64, 64, 64]})
+    run_bundle(trained, "evaluate.json", output_dir=str(out), levels=[0.5, 1.0], **{**FAST_INFER, "roi_size": [64, 64, 64]})
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     testing = json.loads((trained / "demo" / "datalist.json").read_text())["testing"]
     for level in ("0.5", "1.0"):

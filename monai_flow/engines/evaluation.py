@@ -48,6 +48,16 @@ def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
             os.remove(tmp)
 
 
+def _write_csv(path: Path, rows: Sequence[Mapping]) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    _write_atomically(path, write)
+
+
 def _figure(path: Path, panels: Mapping[str, torch.Tensor], window: Sequence[float], title: str) -> None:
     import matplotlib
 
@@ -116,13 +126,7 @@ def evaluate_restoration(
         sel = [r for r in rows if r[level_name] == level]
         means.append({"case": "mean", level_name: level, **{k: sum(r[k] for r in sel) / len(sel) for k in keys}})
 
-    def write_csv(tmp: str) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows + means)
-
-    _write_atomically(out_dir / "metrics.csv", write_csv)
+    _write_csv(out_dir / "metrics.csv", rows + means)
     if example is not None:
         panels, level = example
         _figure(out_dir / "example.png", panels, window, f"{level_name} = {level}")
@@ -292,13 +296,7 @@ def evaluate_generation(
             mean[k] = _nanmean([r[k] for r in (real_rows if k.startswith("real_") else gen_rows)])
         means.append(mean)
 
-    def write_csv(tmp: str) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows + means)
-
-    _write_atomically(out_dir / "metrics.csv", write_csv)
+    _write_csv(out_dir / "metrics.csv", rows + means)
     _grid_figure(out_dir / "generation_grid.png", figure, window, lut.numel(),
                  f"conditioning masks, real images and generated images (classes {list(classes)})")
     return rows + means

@@ -1,0 +1,16 @@
+"""Running a bundle's configs in-process from a temporary copy (tests never write into the repo)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from monai.bundle import run
+
+BUNDLES = Path(__file__).resolve().parent.parent / "bundles"
+
+
+def run_bundle(root: Path, config: str | list[str], **override) -> None:
+    """``monai.bundle.run`` on ``root/configs/<config>`` (a list merges overlays), bundle_root = root."""
+    files = [str(root / "configs" / c) for c in ([config] if isinstance(config, str) else config)]
+    run(config_file=files if len(files) > 1 else files[0], meta_file=str(root / "configs" / "metadata.json"),
+        logging_file=False, bundle_root=str(root), **override)
