@@ -18,7 +18,6 @@ from monai_flow.flows import RelativeFlow
 from monai_flow.transforms import MRDegradation
 
 BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "mr_denoise"
-CONFIGS = ("metadata.json", "train.json", "inference.json", "evaluate.json", "multi_gpu_train.json", "logging.conf")
 
 # tiny but complete: 1 epoch, 2 patches of 16^3 per volume, validation on a 32^3 centre crop
 TINY_TRAIN = {"max_epochs": 1, "val_interval": 1, "patches_per_volume": 2, "patch_size": [16, 16, 16], "val_roi": [32, 32, 32]}
@@ -39,19 +38,6 @@ def trained(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     return root
-
-
-def test_bundle_files():
-    for name in CONFIGS:
-        assert (BUNDLE / "configs" / name).is_file(), name
-    assert (BUNDLE / "docs" / "README.md").is_file() and (BUNDLE / "LICENSE").is_file()
-    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
-    for key in ("version", "changelog", "monai_version", "pytorch_version", "task", "description", "authors",
-                "network_data_format", "intended_use", "limitations"):
-        assert meta.get(key), key
-    assert meta["version"] in meta["changelog"]
-    fmt = meta["network_data_format"]
-    assert fmt["inputs"]["image"]["spatial_shape"] and fmt["outputs"]["pred"]["value_range"]
 
 
 def test_reference_std_key():

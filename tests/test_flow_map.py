@@ -1,6 +1,5 @@
 """Flow maps: the MeanFlow identity on a closed-form Gaussian flow map, training, the denoiser knob."""
 
-import math
 
 import pytest
 import torch

@@ -68,7 +68,7 @@ def test_convergence_orders():
         e = [float((solve(f, x0, uniform_time_grid(n), m).x - ref).abs()) for n in (32, 64)]
         return e[0] / e[1]
 
-    assert 1.7 < ratio("euler") < 2.4  # first order
+    assert ratio("euler") > 1.7 and ratio("euler") < 2.4  # first order
     assert 3.0 < ratio("heun") < 6.5 and 3.0 < ratio("midpoint") < 6.5  # second order
     assert ratio("rk4") > 12  # fourth order
 

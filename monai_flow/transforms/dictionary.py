@@ -6,7 +6,7 @@ realisation per key (two keys holding the same image give two independent degrad
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Randomizable, RandomizableTransform
