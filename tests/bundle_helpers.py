@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from monai.bundle import run
@@ -14,3 +15,10 @@ def run_bundle(root: Path, config: str | list[str], **override) -> None:
     files = [str(root / "configs" / c) for c in ([config] if isinstance(config, str) else config)]
     run(config_file=files if len(files) > 1 else files[0], meta_file=str(root / "configs" / "metadata.json"),
         logging_file=False, bundle_root=str(root), **override)
+
+
+def copy_configs(tmp_root: Path, name: str) -> Path:
+    """A bundle folder ``tmp_root/name`` holding a copy of ``bundles/<name>/configs``."""
+    root = tmp_root / name
+    shutil.copytree(BUNDLES / name / "configs", root / "configs")
+    return root

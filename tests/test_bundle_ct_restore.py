@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from monai.transforms import LoadImage
 
-from bundle_helpers import run_bundle
+from bundle_helpers import copy_configs, run_bundle
 
 
-BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "ct_restore"
 
 # a smaller demo (2 training, 2 validation volumes), used by every run so it is generated once
 DEMO = {"demo": "$monai_flow.data.prepare_demo_data('ct_restore', @demo_dir, num_images=4)"}
@@ -23,20 +20,12 @@ TINY_TRAIN = {**DEMO, "max_epochs": 1, "val_interval": 1, "patches_per_volume": 
               "slice_size": [64, 64], "mct_steps": [2, 2]}
 
 
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, single_thread):
     """A copy of the bundle's configs in a tmp folder, IR-Flow and flow map trained for one tiny epoch."""
-    root = tmp_path_factory.mktemp("bundle") / "ct_restore"
-    shutil.copytree(BUNDLE / "configs", root / "configs")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_bundle(root, "train.json", **TINY_TRAIN)
-        run_bundle(root, ["train.json", "train_flowmap.json"], **TINY_TRAIN)
-    finally:
-        torch.set_num_threads(threads)
+    root = copy_configs(tmp_path_factory.mktemp("bundle"), "ct_restore")
+    run_bundle(root, "train.json", **TINY_TRAIN)
+    run_bundle(root, ["train.json", "train_flowmap.json"], **TINY_TRAIN)
     return root
 
 

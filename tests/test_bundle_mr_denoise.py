@@ -4,39 +4,28 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from monai.transforms import LoadImage
 
-from bundle_helpers import run_bundle
+from bundle_helpers import copy_configs, run_bundle
 
 from monai_flow.flows import RelativeFlow
 from monai_flow.transforms import MRDegradation
 
-BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "mr_denoise"
 
 # tiny but complete: 1 epoch, 2 patches of 16^3 per volume, validation on a 32^3 centre crop
 TINY_TRAIN = {"max_epochs": 1, "val_interval": 1, "patches_per_volume": 2, "patch_size": [16, 16, 16], "val_roi": [32, 32, 32]}
 FAST_INFER = {"dt_schedule": [0.3], "roi_size": [32, 32, 32], "sw_batch_size": 8}
 
 
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, single_thread):
     """A copy of the bundle's configs in a tmp folder, trained for one tiny epoch."""
-    root = tmp_path_factory.mktemp("bundle") / "mr_denoise"
-    shutil.copytree(BUNDLE / "configs", root / "configs")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_bundle(root, "train.json", **TINY_TRAIN)
-    finally:
-        torch.set_num_threads(threads)
+    root = copy_configs(tmp_path_factory.mktemp("bundle"), "mr_denoise")
+    run_bundle(root, "train.json", **TINY_TRAIN)
     return root
 
 
