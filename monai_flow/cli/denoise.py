@@ -1,0 +1,313 @@
+"""``monai-flow denoise``: run a denoising bundle's inference on NIfTI files and DICOM series.
+
+Thin over ``bundles/<name>/configs/inference.json``: the network, preprocessing, inferer and
+postprocessing come from the config; this module loops over the inputs one at a time so that
+a failing input is reported and skipped while the others complete, and writes every output
+atomically (:mod:`monai_flow.cli.safe_io`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from .bundle import Bundle, parse_device
+from .errors import EXIT_FAILED, EXIT_OK, CLIError, InputError, print_error
+from .inputs import check_modality, check_nifti_item, check_volume, discover, display_name, input_paths
+from .safe_io import OutputFolder, Staged, refuse_existing, refuse_inputs, resolved
+
+__all__ = ["BUNDLES", "Denoiser", "add_parser", "denoise_items", "run"]
+
+BUNDLES = ("ct_denoise", "mr_denoise", "ct_restore")
+_MODALITY = {"ct_denoise": "CT", "ct_restore": "CT", "mr_denoise": "MR"}
+
+DESCRIPTION = """\
+Denoise (ct_denoise, mr_denoise) or restore (ct_restore) CT/MR volumes with a trained bundle.
+
+INPUT is a NIfTI file (.nii, .nii.gz), a DICOM series folder, or a folder holding any number
+of them (DICOM files are grouped by SeriesInstanceUID). OUTPUT is a folder: every input gets
+<name>_denoised.nii.gz (ct_restore: <name>_restored.nii.gz) in HU / the input's units with the
+input's grid and affine, and with --dicom-out also a derived DICOM series folder
+<name>_denoised_dicom/ (new series of the same study when the input is DICOM).
+
+Inputs are processed one at a time: a failing input is reported and skipped, the others are
+written. Outputs are written under temporary names and renamed when complete; inputs are never
+written and existing outputs are kept unless --overwrite.
+
+Exit status: 0 all inputs written, 1 some inputs failed (listed), 2 usage or setup error."""
+
+EPILOG = """\
+examples:
+  monai-flow denoise scan.nii.gz out/ --bundle ct_denoise
+  monai-flow denoise /data/dicom_study out/ --bundle ct_denoise --dicom-out --device cuda
+  monai-flow denoise head.nii.gz out/ --bundle mr_denoise --roi 64 64 64 --steps 4
+  monai-flow denoise low_dose/ out/ --bundle ct_restore --steps 1 --checkpoint my_model.pt
+
+--steps N: ct_restore integrates its flow from t=0 to t=1 in N uniform steps (1-4 typical).
+ct_denoise / mr_denoise keep the bundle's total denoising amount (the sum of dt_schedule, or,
+for dt_schedule "auto", the per-volume gap ln(noise / target_std)) and split it into N
+coarse-to-fine steps of quality time (the inferer's template shape: 3 steps of a total 0.35 are
+0.2, 0.1, 0.05): more steps follow the flow more closely, the amount of noise removed stays the
+same. Without --steps the bundle's schedule is used as is."""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_bundle_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="network weights (.pt state_dict); default: the bundle's models/model.pt")
+    p.add_argument("--device", metavar="DEV", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    p.add_argument("--bundle-root", metavar="PATH",
+                   help="bundle folder holding configs/ (default: this repository's bundles/<name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
+
+
+def add_parser(subparsers, parents) -> None:
+    p = subparsers.add_parser("denoise", parents=parents, help="denoise or restore CT/MR volumes with a bundle",
+                              description=DESCRIPTION, epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", metavar="INPUT", help="NIfTI file, DICOM series folder, or a folder of them")
+    p.add_argument("output", metavar="OUTPUT", help="output folder (created if missing)")
+    p.add_argument("--bundle", required=True, choices=BUNDLES, help="which bundle's model and settings to use")
+    p.add_argument("--steps", type=positive_int, metavar="N", help="number of solver steps (see below)")
+    p.add_argument("--roi", type=positive_int, nargs=3, metavar=("X", "Y", "Z"),
+                   help="sliding-window inference with this window size (divisible by the network's "
+                        "downsampling factor, e.g. 4 in-plane for the default networks)")
+    p.add_argument("--dicom-out", action="store_true", help="also write a derived DICOM series per input")
+    p.add_argument("--force-modality", action="store_true",
+                   help="process DICOM series whose Modality tag differs from the bundle's (CT/MR)")
+    add_bundle_options(p)
+    p.set_defaults(func=run)
+
+
+def output_naming(bundle: Bundle) -> tuple[str, str]:
+    """The bundle's ``SaveImaged`` postfix (``denoised``, ``restored``) and extension (``.nii.gz``)."""
+    saver = bundle.find_transform("postprocessing", "SaveImaged")
+    return str(bundle.setting(saver, "output_postfix", "denoised")), str(bundle.setting(saver, "output_ext", ".nii.gz"))
+
+
+def output_targets(item: dict, out_dir: Path, postfix: str, dicom: bool, ext: str = ".nii.gz") -> list[Path]:
+    """``<name>_<postfix>.nii.gz`` (and ``<name>_<postfix>_dicom/``) in ``out_dir``."""
+    stem = f"{item['name']}_{postfix}"
+    return [out_dir / f"{stem}{ext}"] + ([out_dir / f"{stem}_dicom"] if dicom else [])
+
+
+def split_schedule(total: float, steps: int, max_dt: float, min_dt: float) -> tuple[float, ...]:
+    """``steps`` coarse-to-fine step sizes summing to ``total``: the shape of the inferer's own template
+    (from the clean end ``min_dt``, doubling, capped at ``max_dt``; 3 steps: 0.2, 0.1, 0.05), scaled.
+
+    A total of 0.35 in 3 steps is the paper's (0.2, 0.1, 0.05); 1 step is (total,).
+    """
+    template = [min(max_dt, min_dt * 2.0**k) for k in range(steps)][::-1]
+    scale = total / sum(template)
+    return tuple(d * scale for d in template)
+
+
+class _RelativeSteps:
+    """``--steps N`` for a RelativeFlowInferer: the schedule's total dt (per volume for "auto") in N
+    coarse-to-fine steps (:func:`split_schedule`), so the amount of noise removed stays the bundle's."""
+
+    def __init__(self, flow_inferer, steps: int) -> None:
+        self.flow_inferer, self.steps = flow_inferer, steps
+        self.original = flow_inferer.dt_schedule
+
+    def apply(self, x) -> None:
+        fi = self.flow_inferer
+        fi.dt_schedule = self.original
+        total = float(fi.dt_table(x).sum(dim=1).max())
+        if total <= 0:  # "auto" on an input already at the target noise: no step
+            return
+        schedule = split_schedule(total, self.steps, fi.max_dt, fi.min_dt)
+        if self.original == "auto" and schedule[0] > fi.max_dt * (1 + 1e-6):
+            from tqdm import tqdm
+
+            tqdm.write(f"monai-flow: warning: --steps {self.steps}: a step of dt={schedule[0]:.3g} exceeds the largest "
+                       f"trained step max_dt={fi.max_dt} for this input; use more steps.", file=sys.stderr)
+        fi.dt_schedule = schedule
+
+
+class Denoiser:
+    """A bundle's inference pieces, applied to one item at a time."""
+
+    def __init__(self, bundle: Bundle, checkpoint: Path, device: str | None = None, steps: int | None = None,
+                 roi: list[int] | None = None) -> None:
+        import torch
+
+        self.bundle = bundle
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        bundle.set_device(self.device)
+        if bundle.has("ckpt_path"):
+            bundle.set("ckpt_path", str(checkpoint))
+        self._relative_steps = None
+        if steps is not None:
+            if bundle.has("num_steps"):
+                bundle.set("num_steps", int(steps))
+            elif not bundle.has("dt_schedule"):
+                raise CLIError(f"bundle {bundle.name} has neither num_steps nor dt_schedule: --steps is not supported.")
+        if roi is not None:
+            if not bundle.has("roi_size"):
+                raise CLIError(f"bundle {bundle.name} has no sliding-window settings (roi_size): --roi is not "
+                               "supported.")
+            if bundle.has("use_sliding_window"):
+                bundle.set("use_sliding_window", True)
+            bundle.set("roi_size", [int(r) for r in roi])
+        self.network = bundle.load_network(checkpoint, self.device)
+        if roi is not None:
+            self._check_roi(roi)
+        self.inferer = bundle.get("inferer")
+        if steps is not None and not bundle.has("num_steps"):
+            self._relative_steps = _RelativeSteps(bundle.get("flow_inferer"), steps)
+        self._split_preprocessing(bundle.get("preprocessing"))
+        self._split_postprocessing(bundle.get("postprocessing"))
+        dicom = bundle.find_transform("postprocessing", "SaveDicomSeriesd")
+        self.modality = bundle.setting(dicom, "modality", _MODALITY.get(bundle.name))
+        self.series_description = bundle.setting(dicom, "series_description", f"monai-flow {bundle.name}")
+
+    def _check_roi(self, roi: list[int]) -> None:
+        divisor = getattr(self.network, "spatial_divisor", None)
+        if divisor is None:
+            return
+        per_axis = tuple(divisor) if isinstance(divisor, (tuple, list)) else (int(divisor),) * len(roi)
+        if len(per_axis) != len(roi) or any(r % d for r, d in zip(roi, per_axis)):
+            suggest = " ".join(str(-(-r // d) * d) for r, d in zip(roi, per_axis))
+            raise CLIError(f"--roi {' '.join(map(str, roi))} is not divisible by the network's downsampling factor "
+                           f"{per_axis} per axis (spatial_divisor of bundle {self.bundle.name}); use multiples, "
+                           f"e.g. --roi {suggest}.")
+
+    def _split_preprocessing(self, preprocessing) -> None:
+        from monai.transforms import Compose, LoadImaged
+
+        transforms = list(preprocessing.flatten().transforms)
+        if not transforms or not isinstance(transforms[0], LoadImaged):
+            raise CLIError(f"bundle {self.bundle.name}: preprocessing must start with LoadImaged.")
+        self.preprocessing = preprocessing  # inverted by the postprocessing's Invertd
+        self.load, self.prepare = transforms[0], Compose(transforms[1:])
+
+    def _split_postprocessing(self, postprocessing) -> None:
+        import torch
+        from monai.transforms import Compose, SaveImage, SaveImaged
+
+        from monai_flow.data import SaveDicomSeriesd
+
+        transforms = list(postprocessing.flatten().transforms) if postprocessing is not None else []
+        savers = [t for t in transforms if isinstance(t, SaveImaged)]
+        self.post = Compose([t for t in transforms if not isinstance(t, (SaveImaged, SaveDicomSeriesd))])
+        self.saver = savers[0].saver if savers else SaveImage(output_ext=".nii.gz", resample=False,
+                                                             output_dtype=torch.float32, separate_folder=False)
+        self.saver.set_options(write_kwargs={"verbose": False})  # its log would name the temporary file
+        self.postfix, self.ext = output_naming(self.bundle)
+
+    def targets(self, item: dict, out_dir: Path, dicom: bool) -> list[Path]:
+        return output_targets(item, out_dir, self.postfix, dicom, self.ext)
+
+    def predict(self, item: dict, force_modality: bool = False):
+        """The postprocessed prediction (a channel-first MetaTensor on the input's grid)."""
+        import torch
+        from monai.data import decollate_batch, list_data_collate
+
+        what = f"bundle {self.bundle.name}"
+        check_nifti_item(item)
+        check_modality(item, self.modality, force_modality, what)
+        try:
+            data = self.load(dict(item))
+        except Exception as e:
+            raise InputError(f"cannot read the image: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        check_volume(data["image"], need_3d=True, what=what)
+        data = self.prepare(data)
+        batch = list_data_collate([data])
+        x = batch["image"].to(self.device)
+        with torch.no_grad():
+            if self._relative_steps is not None:
+                self._relative_steps.apply(x)
+            pred = self.inferer(x, self.network)
+        data["pred"] = decollate_batch(pred.detach().cpu())[0]
+        return self.post(data)["pred"]
+
+    def write(self, item: dict, pred, targets: list[Path], out: OutputFolder, overwrite: bool) -> list[Path]:
+        """Write NIfTI (and DICOM) outputs of one input atomically; returns the written paths."""
+        from monai_flow.data import write_dicom_series
+
+        with Staged(overwrite) as staged:
+            out.ensure(targets[0].parent)
+            tmp = staged.file(targets[0], self.ext)
+            self.saver(pred, filename=str(tmp)[: -len(self.ext)])
+            if len(targets) > 1:
+                template = input_paths(item)[0] if item.get("format") == "dicom" else None
+                write_dicom_series(pred, staged.folder(targets[1]), modality=self.modality, template=template,
+                                   series_description=self.series_description)
+            return staged.commit()
+
+
+def denoise_items(denoiser: Denoiser, items: list[dict], out: OutputFolder, dicom: bool, overwrite: bool,
+                  force_modality: bool = False, verbose: bool = False) -> tuple[list[Path], list[tuple[dict, str]]]:
+    """Denoise ``items`` one at a time; returns (written paths, [(item, reason) of failed inputs])."""
+    from tqdm import tqdm
+
+    written, failed = [], []
+    bar = tqdm(items, desc=f"{denoiser.bundle.name}", unit="input", file=sys.stderr, disable=None)
+    for item in bar:
+        try:
+            pred = denoiser.predict(item, force_modality)
+            written += denoiser.write(item, pred, denoiser.targets(item, out.path, dicom), out, overwrite)
+        except InputError as e:
+            failed.append((item, str(e)))
+            tqdm.write(f"monai-flow: failed: {display_name(item)}: {e}", file=sys.stderr)
+        except Exception as e:  # one bad input must not stop the batch
+            failed.append((item, f"{type(e).__name__}: {e}"))
+            tqdm.write(f"monai-flow: failed: {display_name(item)}: {type(e).__name__}: {e}", file=sys.stderr)
+            if verbose:
+                traceback.print_exc()
+    return written, failed
+
+
+def plan_outputs(items: list[dict], out: OutputFolder, targets_of, input_arg: str, overwrite: bool) -> None:
+    """Refuse outputs that hit an input, or exist (without ``overwrite``), before any work."""
+    if resolved(out.path) == resolved(input_arg):
+        kind = "folder" if Path(input_arg).is_dir() else "file"
+        raise CLIError(f"output {out.path} is the input {kind}: inputs are never overwritten; choose another "
+                       "output folder.")
+    targets = [t for it in items for t in targets_of(it)]
+    sources = [p for it in items for p in input_paths(it)]
+    refuse_inputs([out.path, *targets], sources, root=out.path)
+    refuse_existing(targets, overwrite)
+
+
+def report(written: list[Path], failed: list[tuple[dict, str]], total: int, out: Path, verb: str) -> int:
+    for path in written:
+        print(f"wrote {path}")
+    if failed:
+        print_error(f"{len(failed)} of {total} input(s) failed ({total - len(failed)} {verb} into {out}):")
+        for item, reason in failed:
+            print(f"  {display_name(item)}: {reason}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{verb} {total} input(s) into {out}")
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    device = parse_device(args.device) if args.device else None
+    items = discover(args.input)
+    bundle = Bundle(args.bundle, args.bundle_root)
+    checkpoint = bundle.checkpoint(args.checkpoint)
+    out = OutputFolder(args.output)
+    postfix, ext = output_naming(bundle)
+    plan_outputs(items, out, lambda it: output_targets(it, out.path, postfix, args.dicom_out, ext), args.input,
+                 args.overwrite)
+    out.prepare()
+    try:
+        denoiser = Denoiser(bundle, checkpoint, device, args.steps, args.roi)
+        written, failed = denoise_items(denoiser, items, out, args.dicom_out, args.overwrite, args.force_modality,
+                                        getattr(args, "verbose", False))
+    finally:
+        out.cleanup()
+    return report(written, failed, len(items), out.path, "restored" if postfix == "restored" else "denoised")
