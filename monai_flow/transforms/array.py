@@ -120,15 +120,15 @@ class LowDoseCTNoise(_SeededNoise):
         _check_range("dose_fraction", dose_fraction, 0.0, 1.0)
         if not i0 > 0:
             raise ValueError(f"i0 must be > 0 photons per bin, got {i0}.")
-        if electronic_std < 0:
-            raise ValueError(f"electronic_std must be >= 0 counts, got {electronic_std}.")
+        if not 0 <= electronic_std < float("inf"):  # also refuses NaN
+            raise ValueError(f"electronic_std must be finite and >= 0 counts, got {electronic_std}.")
         if not mu_water > 0:
             raise ValueError(f"mu_water must be > 0 (1/mm), got {mu_water}.")
         if domain not in CT_DOMAINS:
             raise ValueError(f"domain must be one of {CT_DOMAINS}, got {domain!r}.")
         if input_noise not in _INPUT_NOISE:
             raise ValueError(f"input_noise must be one of {_INPUT_NOISE}, got {input_noise!r}.")
-        if spacing is not None and (len(spacing) != 2 or min(spacing) <= 0):
+        if spacing is not None and (len(spacing) != 2 or not all(0 < s < float("inf") for s in spacing)):
             raise ValueError(f"spacing must be two positive in-plane values in mm, got {spacing}.")
         self.dose_fraction = float(dose_fraction)
         self.i0, self.electronic_std, self.mu_water = float(i0), float(electronic_std), float(mu_water)

@@ -212,6 +212,12 @@ class CTDegradation:
             raise ValueError(f"domain must be one of {CT_DOMAINS}, got {domain!r}.")
         if not (i0 == "estimate" or (isinstance(i0, (int, float)) and i0 > 0)):
             raise ValueError(f"i0 must be a positive photon count or 'estimate', got {i0!r}.")
+        if len(spacing) != 2 or not all(0 < s < float("inf") for s in spacing):
+            raise ValueError(f"spacing must be two positive in-plane values in mm, got {spacing}.")
+        if not 0 <= electronic_std < float("inf"):
+            raise ValueError(f"electronic_std must be finite and >= 0 counts, got {electronic_std}.")
+        if not 0 < mu_water < float("inf"):
+            raise ValueError(f"mu_water must be > 0 (1/mm), got {mu_water}.")
         self.spacing = tuple(float(s) for s in spacing)
         self.i0, self.electronic_std, self.mu_water = i0, float(electronic_std), float(mu_water)
         self.domain, self.num_views, self.num_bins, self.filter_name = domain, num_views, num_bins, filter_name
@@ -264,10 +270,10 @@ class MRDegradation:
 
     def __init__(self, reference_std: float | None = None, num_coils: int = 1, dt_mapping: str = "cot") -> None:
         _check_mapping(dt_mapping)
-        if reference_std is not None and reference_std < 0:
-            raise ValueError(f"reference_std must be >= 0 or None, got {reference_std}.")
-        if num_coils < 1:
-            raise ValueError(f"num_coils must be >= 1, got {num_coils}.")
+        if reference_std is not None and not 0 <= reference_std < float("inf"):  # also refuses NaN
+            raise ValueError(f"reference_std must be finite and >= 0, or None, got {reference_std}.")
+        if int(num_coils) != num_coils or num_coils < 1:
+            raise ValueError(f"num_coils must be an integer >= 1, got {num_coils}.")
         self.reference_std, self.num_coils, self.dt_mapping = reference_std, int(num_coils), dt_mapping
 
     def estimate_noise_std(self, x: torch.Tensor) -> torch.Tensor:
