@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from monai_flow.transforms import CTDegradation, LowDoseCTNoise, ParallelBeamGeometry, low_dose_ct_noise
+from monai_flow.transforms import CTDegradation, LowDoseCTNoise, NormalizedDegradation, ParallelBeamGeometry, low_dose_ct_noise
 from monai_flow.transforms.ct_physics import hu_to_mu, mu_to_hu
 from monai_flow.transforms.nufft import NUFFTPlan2D
 
@@ -170,3 +170,15 @@ def test_transform_reads_spacing_from_metadata_and_smaller_pixels_are_noisier():
         out = LowDoseCTNoise(dose_fraction=0.25, num_views=180)(img, seed=0)
         stds.append(centre(out - water, 8).std())
     assert stds[0] > stds[1]  # fixed photons per (smaller) bin: noisier
+
+
+def test_ct_degradation_uses_per_sample_photons_given_per_call():
+    """Known exposure: the added std scales like i0^-1/2 per sample, whatever the constructor's i0."""
+    water = ellipse()[None, None].repeat(8, 1, 1, 1)
+    op = NormalizedDegradation(CTDegradation(spacing=SPACING, i0=1.0, electronic_std=0.0, num_views=360), 1000.0)
+    photons = torch.tensor([2e4] * 4 + [8e4] * 4)
+    added = op(water / 1000, 0.3, generator=torch.Generator().manual_seed(8), i0=photons) - water / 1000
+    ratio = centre(added[:4]).std() / centre(added[4:]).std()
+    assert abs(ratio / 2.0 - 1) < 0.1
+    with pytest.raises(ValueError, match="i0"):
+        op(water / 1000, 0.3, i0=torch.tensor([1e4, -1.0]))

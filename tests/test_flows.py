@@ -9,6 +9,7 @@ import torch
 from monai_flow.flows import (
     CondOTProbPath,
     ConditionalFlowMatching,
+    CumulativeVelocityFlow,
     DtCurriculum,
     FlowObjective,
     LogitNormalTimeSampler,
@@ -289,3 +290,22 @@ def test_curriculum_state_round_trip_and_bad_params():
         DtCurriculum(dt_min_floor=0.0)
     with pytest.raises(ValueError, match="dt_max_cap"):
         DtCurriculum(dt_max_cap=0.1)
+
+
+def test_per_sample_degradation_arguments_come_from_batch_keys():
+    seen = []
+
+    def op(x, level, generator=None, i0=None):
+        seen.append(i0)
+        return x + 0.1
+
+    x = torch.zeros(3, 1, 4, 4)
+    photons = torch.tensor([1e4, 2e4, 3e4], dtype=torch.float64)
+    net = Recorder()
+    RelativeFlow(op, degradation_keys={"i0": "photons"}, seed=0).loss(net, {"image": x, "photons": photons})
+    CumulativeVelocityFlow(op, target="direct", degradation_keys={"i0": "photons"}, seed=0).loss(
+        net, {"image": x, "photons": photons})
+    for values in seen:
+        assert values.dtype == x.dtype and torch.equal(values, photons.float())
+    with pytest.raises(ValueError, match="photons"):
+        RelativeFlow(op, degradation_keys={"i0": "photons"}).loss(net, {"image": x})

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from monai.utils import convert_to_tensor
 
-__all__ = ["FlowObjective", "unwrap_network"]
+__all__ = ["FlowObjective", "degradation_kwargs", "unwrap_network"]
 
 
 def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
@@ -23,6 +23,22 @@ def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
     while hasattr(network, "module") and isinstance(network.module, torch.nn.Module):
         network = network.module
     return network
+
+
+def degradation_kwargs(data: Mapping[str, Any], keys: Mapping[str, str] | None, like: torch.Tensor) -> dict[str, Any]:
+    """Per-sample keyword arguments of a degradation operator taken from batch keys.
+
+    ``keys`` maps operator argument -> batch key, e.g. ``{"i0": "photons"}`` for
+    :class:`~monai_flow.transforms.CTDegradation` (each reference's known exposure) or
+    ``{"reference_std": "noise_std"}`` for :class:`~monai_flow.transforms.MRDegradation`.
+    Values become (B,) tensors on ``like``'s device and dtype.
+    """
+    kwargs = {}
+    for argument, key in (keys or {}).items():
+        if key not in data:
+            raise ValueError(f"batch has no '{key}' (degradation argument '{argument}'), got keys {sorted(map(str, data))}.")
+        kwargs[argument] = torch.as_tensor(data[key]).to(like.device, like.dtype).reshape(-1)
+    return kwargs
 
 
 class FlowObjective(ABC):

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import FlowObjective
+from .base import FlowObjective, degradation_kwargs
 from .paths import expand_time
 
 __all__ = ["CumulativeVelocityFlow", "restoration_step", "RESTORATION_TARGETS"]
@@ -61,6 +61,8 @@ class CumulativeVelocityFlow(FlowObjective):
         mct_steps: (K_min, K_max) rollout lengths.
         mct_grad: "last", "full" or "none".
         image_key, degraded_key: batch keys of the clean and degraded images.
+        degradation_keys: operator argument -> batch key of per-sample values passed to the
+            degradation (see :func:`~monai_flow.flows.base.degradation_kwargs`).
     """
 
     def __init__(
@@ -74,8 +76,10 @@ class CumulativeVelocityFlow(FlowObjective):
         image_key: str = "image",
         degraded_key: str = "degraded",
         seed: int | None = None,
+        degradation_keys: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(image_key=image_key, seed=seed)
+        self.degradation_keys = dict(degradation_keys or {})
         if target not in RESTORATION_TARGETS:
             raise ValueError(f"target must be one of {RESTORATION_TARGETS}, got {target!r}.")
         if mct_grad not in _MCT_GRAD:
@@ -103,7 +107,7 @@ class CumulativeVelocityFlow(FlowObjective):
             lo, hi = self.level_range
             level = lo + (hi - lo) * torch.rand(x.shape[0], device=x.device, dtype=x.dtype, generator=generator)
             with torch.no_grad():
-                y = self.degradation(x, level, generator=generator)
+                y = self.degradation(x, level, generator=generator, **degradation_kwargs(batch, self.degradation_keys, x))
         if y.shape != x.shape:
             raise ValueError(f"degraded and clean images must have the same shape, got {tuple(y.shape)} and {tuple(x.shape)}.")
         return y, x

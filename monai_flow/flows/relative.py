@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import FlowObjective
+from .base import FlowObjective, degradation_kwargs
 from .curriculum import DtCurriculum
 from .paths import expand_time
 
@@ -47,6 +47,10 @@ class RelativeFlow(FlowObjective):
             units, passed to the degradation as ``reference_std=`` (``MRDegradation`` accepts it).
             Use it when training crops may lack the background a per-crop noise estimate needs
             (3D MR patches): estimate the noise on the whole volume before cropping.
+            Shorthand for ``degradation_keys={"reference_std": key}``.
+        degradation_keys: operator argument -> batch key of per-sample values (B,) passed to the
+            degradation, e.g. ``{"i0": "photons"}``: each CT reference's photon count, known
+            from its exposure, instead of a noise estimate (see :func:`degradation_kwargs`).
     """
 
     def __init__(
@@ -56,9 +60,13 @@ class RelativeFlow(FlowObjective):
         image_key: str = "image",
         seed: int | None = None,
         reference_std_key: str | None = None,
+        degradation_keys: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(image_key=image_key, seed=seed)
         self.reference_std_key = reference_std_key
+        self.degradation_keys = dict(degradation_keys or {})
+        if reference_std_key is not None:
+            self.degradation_keys["reference_std"] = reference_std_key
         if not callable(degradation):
             raise ValueError(
                 f"degradation must be callable op(x, dt, generator=None), got {type(degradation).__name__}."
@@ -81,13 +89,7 @@ class RelativeFlow(FlowObjective):
         x = data[self.image_key]
         gen = self._resolve_generator(generator, x.device)
         dt = self.sample_dt(x.shape[0], device=x.device, dtype=x.dtype, generator=gen)
-        kwargs = {}
-        if self.reference_std_key is not None:
-            if self.reference_std_key not in data:
-                raise ValueError(
-                    f"batch has no '{self.reference_std_key}' (reference_std_key), got keys {sorted(map(str, data))}."
-                )
-            kwargs["reference_std"] = torch.as_tensor(data[self.reference_std_key]).to(x.device, x.dtype).reshape(-1)
+        kwargs = degradation_kwargs(data, self.degradation_keys, x)
         with torch.no_grad():
             y = self.degradation(x, dt, generator=gen, **kwargs)
         if y.shape != x.shape:

@@ -231,18 +231,26 @@ class CTDegradation:
         """Per-sample noise std in HU, (B,)."""
         return estimate_ct_noise_std(x, hu_range=(-300.0, 300.0))
 
-    def reference_i0(self, x: torch.Tensor) -> torch.Tensor | float:
-        """Photons per bin of each reference: ``i0``, or per sample from its measured noise (B,)."""
+    def reference_i0(self, x: torch.Tensor, i0=None) -> torch.Tensor | float:
+        """Photons per bin of each reference: ``i0`` given per call (float or (B,)), the
+        constructor's ``i0``, or per sample from its measured noise (B,)."""
+        if i0 is not None:
+            i0 = torch.as_tensor(i0, dtype=torch.float32, device=x.device).reshape(-1)
+            if i0.numel() not in (1, x.shape[0]) or not bool(torch.isfinite(i0).all() and (i0 > 0).all()):
+                raise ValueError(f"i0 must be > 0 photons per bin, a float or one per sample ({x.shape[0]}), got {i0.tolist()}.")
+            return i0.expand(x.shape[0])
         if self.i0 != "estimate":
             return self.i0
         # the predicted std scales like i0^{-1/2} without electronic noise
         at_one = predicted_ct_noise_std(x, self.spacing, 1.0, 0.0, self.mu_water, self.num_views, self.filter_name)
         return (at_one / self.estimate_noise_std(x).clamp_min(1e-3)).square()
 
-    def __call__(self, x: torch.Tensor, dt, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, dt, generator: torch.Generator | None = None, i0=None) -> torch.Tensor:
+        """``x`` (B, C, H, W[, D]) in HU, ``dt`` float or (B,); ``i0`` per call overrides the constructor's
+        (each reference's photon count known from its exposure, e.g. ``RelativeFlow(degradation_keys={"i0": ...})``)."""
         dt = _dt_tensor(dt, x.shape[0], x)
         noise = low_dose_ct_noise(
-            x, self.dose_fraction(dt).clamp_min(1e-6), self.spacing, self.reference_i0(x), self.electronic_std,
+            x, self.dose_fraction(dt).clamp_min(1e-6), self.spacing, self.reference_i0(x, i0), self.electronic_std,
             self.mu_water, self.domain, self.num_views, self.num_bins, self.filter_name, self.input_noise, generator,
         )
         return x + noise
@@ -316,8 +324,9 @@ class NormalizedDegradation:
     def __getattr__(self, name: str):
         return getattr(self.__dict__["operator"], name)
 
-    def __call__(self, x: torch.Tensor, dt, generator: torch.Generator | None = None) -> torch.Tensor:
-        return (self.operator(x * self.scale + self.shift, dt, generator=generator) - self.shift) / self.scale
+    def __call__(self, x: torch.Tensor, dt, generator: torch.Generator | None = None, **kwargs) -> torch.Tensor:
+        """``kwargs`` (e.g. per-sample ``i0``) are passed to the operator unchanged."""
+        return (self.operator(x * self.scale + self.shift, dt, generator=generator, **kwargs) - self.shift) / self.scale
 
     def estimate_noise_std(self, x: torch.Tensor) -> torch.Tensor:
         """The operator's per-sample noise estimate, in the normalised units of ``x`` (B,)."""
