@@ -57,7 +57,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from monai_flow.inferers import RelativeFlowInferer, RestorationInferer, relative_dt_schedule
+from monai_flow.inferers import RelativeFlowInferer, RestorationInferer
+from monai_flow.inferers.relative import split_dt_schedule
 
 __all__ = ["FlowDenoiser", "METADATA_FILE", "export_denoiser", "load_metadata", "relative_template_schedule"]
 
@@ -83,8 +84,7 @@ def relative_template_schedule(steps: int, max_dt: float = 0.2, min_dt: float = 
     defaults give the paper's ``(0.2, 0.1, 0.05)``."""
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}.")
-    gap = sum(min(max_dt, min_dt * 2.0**k) for k in range(int(steps)))
-    return relative_dt_schedule(gap, max_dt, min_dt, max_steps=int(steps))
+    return split_dt_schedule(sum(min(max_dt, min_dt * 2.0**k) for k in range(int(steps))), steps, max_dt, min_dt)
 
 
 class FlowDenoiser(nn.Module):
@@ -216,8 +216,9 @@ def export_denoiser(
         checkpoint: network weights (a state_dict or a training checkpoint with ``"model"``);
             default: the bundle's ``ckpt_path`` (``models/model.pt``).
         steps: number of solver steps; default: the bundle's schedule. RelativeFlow: the
-            ``steps``-step coarse-to-fine template of :func:`relative_template_schedule` with the
-            bundle's ``max_dt``/``min_dt``; IR-Flow: ``steps`` uniform steps from t = 0 to 1.
+            bundle's total dt in ``steps`` coarse-to-fine steps (:func:`split_dt_schedule`, as
+            ``monai-flow denoise --steps``), or for an ``auto`` bundle the ``steps``-step template
+            of :func:`relative_template_schedule`; IR-Flow: ``steps`` uniform steps from t = 0 to 1.
         bundle_root: the bundle folder holding ``configs/`` (default: found from ``bundle``).
         overwrite: replace an existing ``output`` (otherwise ``FileExistsError``).
         dt_schedule: RelativeFlow only: an explicit list of step sizes (instead of ``steps``).
@@ -257,7 +258,9 @@ def export_denoiser(
     if isinstance(inferer, RelativeFlowInferer):
         if dt_schedule is not None:
             schedule = [float(d) for d in dt_schedule]
-        elif steps is not None:
+        elif steps is not None and inferer.dt_schedule != "auto":  # the bundle's total dt in `steps` steps
+            schedule = split_dt_schedule(sum(inferer.dt_schedule), steps, inferer.max_dt, inferer.min_dt)
+        elif steps is not None:  # an adaptive schedule has no fixed total: the N-step template
             schedule = relative_template_schedule(steps, inferer.max_dt, inferer.min_dt)
         elif inferer.dt_schedule == "auto":
             raise ValueError(f"bundle '{name}' uses dt_schedule='auto', which cannot be exported: pass steps=N or dt_schedule=[...].")

@@ -15,6 +15,7 @@ from monai.bundle import ConfigParser
 from bundle_helpers import copy_configs
 
 from monai_flow.checkpoints import CheckpointError
+from monai_flow.inferers.relative import split_dt_schedule
 from monai_flow.export import FlowDenoiser, export_denoiser, load_metadata, main, relative_template_schedule
 from monai_flow.inferers import FlowInferer, RelativeFlowInferer, RestorationInferer
 from monai_flow.networks import VelocityUNet
@@ -50,7 +51,7 @@ def bundle(tmp_path, request):
 
 CASES = {
     # bundle: (steps, eager inferer with the same schedule, input shape)
-    "ct_denoise": (3, RelativeFlowInferer((0.2, 0.1, 0.05)), (3, 1, 32, 48)),
+    "ct_denoise": (3, RelativeFlowInferer(split_dt_schedule(0.1, 3)), (3, 1, 32, 48)),  # the bundle's dt 0.1 in 3 steps
     "ct_restore": (3, RestorationInferer(num_steps=3), (2, 1, 40, 24)),
     "mr_denoise": (2, None, (1, 1, 16, 16, 24)),  # 3D network; schedule from the bundle's max_dt/min_dt
 }
@@ -77,7 +78,7 @@ def test_export_reproduces_the_eager_inferer(bundle, request, tmp_path):
     assert meta["bundle"] == name and meta["export"]["method"] == "torch.jit.trace"
     assert meta["checkpoint"] == str(ckpt.resolve()) and meta["input"]["channels"] == 1
     if name == "ct_denoise":
-        assert meta["method"] == "relative_flow" and meta["dt_schedule"] == pytest.approx([0.2, 0.1, 0.05])
+        assert meta["method"] == "relative_flow" and meta["dt_schedule"] == pytest.approx(split_dt_schedule(0.1, 3))
         assert meta["intensity"]["a_min"] == -1000.0 and meta["intensity"]["a_max"] == 0.0
         assert meta["input"]["shape"] == "(B, C, H, W)" and meta["input"]["spatial_divisor"] == 4
     if name == "ct_restore":

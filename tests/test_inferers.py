@@ -309,3 +309,16 @@ def test_docs_examples_run():
     assert len(blocks) >= 4
     for i, code in enumerate(blocks):
         exec(compile(code, f"{doc.name}[{i}]", "exec"), {})
+
+
+def test_split_dt_schedule_keeps_the_total_and_the_template_shape():
+    from monai_flow.inferers.relative import split_dt_schedule
+
+    assert split_dt_schedule(0.35, 3) == pytest.approx([0.2, 0.1, 0.05])
+    assert split_dt_schedule(0.1, 1) == pytest.approx([0.1])
+    steps = split_dt_schedule(2.0, 6, max_dt=0.4, min_dt=0.05)
+    assert sum(steps) == pytest.approx(2.0) and steps == sorted(steps, reverse=True)
+    with pytest.raises(ValueError, match="steps"):
+        split_dt_schedule(0.3, 0)
+    with pytest.raises(ValueError, match="total"):
+        split_dt_schedule(0.0, 2)

@@ -102,20 +102,9 @@ def output_targets(item: dict, out_dir: Path, postfix: str, dicom: bool, ext: st
     return [out_dir / f"{stem}{ext}"] + ([out_dir / f"{stem}_dicom"] if dicom else [])
 
 
-def split_schedule(total: float, steps: int, max_dt: float, min_dt: float) -> tuple[float, ...]:
-    """``steps`` coarse-to-fine step sizes summing to ``total``: the shape of the inferer's own template
-    (from the clean end ``min_dt``, doubling, capped at ``max_dt``; 3 steps: 0.2, 0.1, 0.05), scaled.
-
-    A total of 0.35 in 3 steps is the paper's (0.2, 0.1, 0.05); 1 step is (total,).
-    """
-    template = [min(max_dt, min_dt * 2.0**k) for k in range(steps)][::-1]
-    scale = total / sum(template)
-    return tuple(d * scale for d in template)
-
-
 class _RelativeSteps:
     """``--steps N`` for a RelativeFlowInferer: the schedule's total dt (per volume for "auto") in N
-    coarse-to-fine steps (:func:`split_schedule`), so the amount of noise removed stays the bundle's."""
+    coarse-to-fine steps (:func:`~monai_flow.inferers.relative.split_dt_schedule`), so the amount of noise removed stays the bundle's."""
 
     def __init__(self, flow_inferer, steps: int) -> None:
         self.flow_inferer, self.steps = flow_inferer, steps
@@ -127,7 +116,9 @@ class _RelativeSteps:
         total = float(fi.dt_table(x).sum(dim=1).max())
         if total <= 0:  # "auto" on an input already at the target noise: no step
             return
-        schedule = split_schedule(total, self.steps, fi.max_dt, fi.min_dt)
+        from monai_flow.inferers.relative import split_dt_schedule
+
+        schedule = split_dt_schedule(total, self.steps, fi.max_dt, fi.min_dt)
         if self.original == "auto" and schedule[0] > fi.max_dt * (1 + 1e-6):
             from tqdm import tqdm
 

@@ -14,7 +14,8 @@ __all__ = ["add_parser", "run"]
 
 DESCRIPTION = """\
 Export a trained denoiser (network + a fixed number of solver steps) as one TorchScript file
-that runs without monai-flow: torch.jit.load(OUTPUT)(volume). The file is written under a
+that runs without monai-flow on (B, C, H, W) slices in the network's units:
+torch.jit.load(OUTPUT)(slices). The file is written under a
 temporary name and renamed when complete; an existing OUTPUT is kept unless --overwrite."""
 
 EPILOG = """\

@@ -10,7 +10,7 @@ import torch
 
 from monai_flow.inferers.base import Field, FlowInfererBase, Step
 
-__all__ = ["RelativeFlowInferer", "relative_dt_schedule"]
+__all__ = ["RelativeFlowInferer", "relative_dt_schedule", "split_dt_schedule"]
 
 
 def relative_dt_schedule(gap: float, max_dt: float = 0.2, min_dt: float = 0.05, max_steps: int = 64) -> list[float]:
@@ -41,6 +41,21 @@ def relative_dt_schedule(gap: float, max_dt: float = 0.2, min_dt: float = 0.05, 
         total += template[-1]
     scale = gap / total
     return [d * scale for d in reversed(template)]
+
+
+def split_dt_schedule(total: float, steps: int, max_dt: float = 0.2, min_dt: float = 0.05) -> list[float]:
+    """``steps`` coarse-to-fine step sizes summing to ``total``: the template of
+    :func:`relative_dt_schedule` (from the clean end ``min_dt``, doubling, capped at ``max_dt``)
+    cut to ``steps`` entries and scaled. A total of 0.35 in 3 steps is the paper's
+    (0.2, 0.1, 0.05); 1 step is ``(total,)``. Changing ``steps`` keeps the noise removed (``total``).
+    """
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}.")
+    if not total > 0 or not math.isfinite(total):
+        raise ValueError(f"total must be a finite dt > 0, got {total}.")
+    template = [min(max_dt, min_dt * 2.0**k) for k in range(int(steps))][::-1]
+    scale = total / sum(template)
+    return [d * scale for d in template]
 
 
 class RelativeFlowInferer(FlowInfererBase):
