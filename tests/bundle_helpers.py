@@ -22,3 +22,18 @@ def copy_configs(tmp_root: Path, name: str) -> Path:
     root = tmp_root / name
     shutil.copytree(BUNDLES / name / "configs", root / "configs")
     return root
+
+
+def bundle_with_untrained_weights(tmp_root: Path, name: str, seed: int = 0) -> Path:
+    """``copy_configs`` plus ``models/model.pt`` holding the freshly initialised ``network_def`` weights."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    folder = copy_configs(tmp_root, name)
+    parser = ConfigParser()
+    parser.read_config(str(folder / "configs" / "inference.json"))
+    parser["bundle_root"] = str(folder)
+    torch.manual_seed(seed)
+    (folder / "models").mkdir()
+    torch.save(parser.get_parsed_content("network_def").state_dict(), folder / "models" / "model.pt")
+    return folder

@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import copy_configs, run_bundle
+from bundle_helpers import bundle_with_untrained_weights, copy_configs, run_bundle
 
 from monai_flow.cli import main
 from monai_flow.data import write_dicom_series, write_nifti
@@ -77,19 +77,8 @@ def cli(capsys, *args) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> dict[str, Path]:
     """Copies of the three denoising bundles with untrained weights in models/model.pt."""
-    from monai.bundle import ConfigParser
-
     root = tmp_path_factory.mktemp("bundles")
-    out = {}
-    for name in ("ct_denoise", "mr_denoise", "ct_restore"):
-        folder = copy_configs(root, name)
-        parser = ConfigParser()
-        parser.read_config(str(folder / "configs" / "inference.json"))
-        parser["bundle_root"] = str(folder)
-        torch.manual_seed(0)
-        (folder / "models").mkdir()
-        torch.save(parser.get_parsed_content("network_def").state_dict(), folder / "models" / "model.pt")
-        out[name] = folder
+    out = {name: bundle_with_untrained_weights(root, name) for name in ("ct_denoise", "mr_denoise", "ct_restore")}
     return out
 
 

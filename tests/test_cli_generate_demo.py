@@ -8,8 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
-from bundle_helpers import copy_configs
+from bundle_helpers import bundle_with_untrained_weights, copy_configs
 from test_cli import cli, files_in, hashes, nifti
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -17,16 +16,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture(scope="module")
 def motfm(tmp_path_factory) -> Path:
-    from monai.bundle import ConfigParser
-
-    folder = copy_configs(tmp_path_factory.mktemp("bundles"), "motfm_generation")
-    parser = ConfigParser()
-    parser.read_config(str(folder / "configs" / "inference.json"))
-    parser["bundle_root"] = str(folder)
-    torch.manual_seed(0)
-    (folder / "models").mkdir()
-    torch.save(parser.get_parsed_content("network_def").state_dict(), folder / "models" / "model.pt")
-    return folder
+    return bundle_with_untrained_weights(tmp_path_factory.mktemp("bundles"), "motfm_generation")
 
 
 def chest_mask(shape=(64, 64)) -> np.ndarray:

@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 from .bundle import Bundle, parse_device
-from .denoise import Denoiser, denoise_items, positive_int
+from .arguments import positive_int
+from .denoise import Denoiser, denoise_items
 from .errors import EXIT_OK, CLIError
 from .inputs import load_volume
 from .safe_io import OutputFolder, Staged

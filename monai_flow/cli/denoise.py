@@ -13,6 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from .arguments import positive_int
 from .bundle import Bundle, parse_device
 from .errors import EXIT_FAILED, EXIT_OK, CLIError, InputError, print_error
 from .inputs import check_modality, check_nifti_item, check_volume, discover, display_name, input_paths
@@ -51,16 +52,6 @@ for dt_schedule "auto", the per-volume gap ln(noise / target_std)) and split it 
 coarse-to-fine steps of quality time (the inferer's template shape: 3 steps of a total 0.35 are
 0.2, 0.1, 0.05): more steps follow the flow more closely, the amount of noise removed stays the
 same. Without --steps the bundle's schedule is used as is."""
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def add_bundle_options(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from .denoise import BUNDLES, positive_int
+from .arguments import positive_int
+from .denoise import BUNDLES
 from .errors import EXIT_OK, CLIError
 
 __all__ = ["add_parser", "run"]

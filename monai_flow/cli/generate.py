@@ -10,14 +10,14 @@ OUTPUT, so a failure leaves nothing behind.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import uuid
 from pathlib import Path
 
 from .bundle import Bundle, parse_device
-from .denoise import add_bundle_options, positive_int
+from .arguments import finite_float, positive_int
+from .denoise import add_bundle_options
 from .errors import EXIT_OK, CLIError, InputError
 from .inputs import check_volume, input_paths, load_volume, single_volume, strip_ext
 from .safe_io import TMP_TAG, OutputFolder, refuse_existing, refuse_inputs
@@ -41,16 +41,6 @@ examples:
   monai-flow generate --mask m1.nii.gz m2.nii.gz --label 0 --steps 20 --guidance 2 --seed 7 out/"""
 
 
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
-    return value
-
-
 def add_parser(subparsers, parents) -> None:
     p = subparsers.add_parser("generate", parents=parents, help="generate CT images from masks and a class (MOTFM)",
                               description=DESCRIPTION, epilog=EPILOG,
@@ -61,7 +51,7 @@ def add_parser(subparsers, parents) -> None:
     p.add_argument("--label", required=True, type=int, metavar="K",
                    help="class to generate for every mask (0..num_classes-1)")
     p.add_argument("--steps", type=positive_int, metavar="N", help="ODE steps (bundle default 50)")
-    p.add_argument("--guidance", type=_finite, metavar="W",
+    p.add_argument("--guidance", type=finite_float, metavar="W",
                    help="classifier-free guidance weight (bundle default 2.0; 1 = none)")
     p.add_argument("--seed", type=int, metavar="S", help="noise seed (bundle default 0)")
     p.add_argument("--solver", choices=("euler", "heun", "midpoint", "rk4"), help="ODE solver (bundle default euler)")

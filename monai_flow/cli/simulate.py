@@ -12,6 +12,7 @@ import math
 import secrets
 from pathlib import Path
 
+from .arguments import positive_float
 from .errors import EXIT_OK, CLIError, InputError
 from .inputs import check_modality, check_volume, input_paths, load_volume, single_volume
 from .safe_io import OutputFolder, Staged, refuse_existing, refuse_inputs
@@ -66,16 +67,6 @@ def parse_std(text: str) -> tuple[float, bool]:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"the noise std must be finite and >= 0, got {text}")
     return (value / 100.0, True) if relative else (value, False)
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
 
 
 def add_parser(subparsers, parents) -> None:
