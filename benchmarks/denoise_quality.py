@@ -14,7 +14,10 @@ Methods (``--methods``, default all):
 - ``bm3d`` (``bm3d`` package) and ``nlm`` (scikit-image non-local means), given the true noise
   std of each input; a multiplier of it is chosen per level on a validation split.
 - ``simsdl``: the network trained on ``D_dt(x) -> x`` (x a noisy reference, D the RelativeFlow
-  degradation operator, dt as RelativeFlow's final range), applied once.
+  degradation operator, dt as RelativeFlow's final range), applied once. D needs each reference's
+  noise level: CT, its photon count from the exposure (as a DICOM header records it;
+  ``--ct-reference-i0 estimate`` measures it instead); MR, its Rician std estimated from the
+  background (``--mr-reference-std known`` uses the simulated value).
 - ``n2n``: Noise2Noise-style, ``D_dt1(x) -> D_dt2(x)`` (two independent degradations), once.
 - ``relflow``: RelativeFlow with a ``DtCurriculum``; evaluated with 1 step, 3 halving steps and
   the noise-adaptive ``auto`` schedule, the step sizes / target noise chosen on validation.
@@ -29,8 +32,8 @@ SSIM is scikit-image's Gaussian SSIM averaged over the same pixels; RMSE in HU /
 Mean and standard deviation are over test images x seeds.
 
 Usage:
-    python benchmarks/denoise_quality.py --quick            # ~10-15 min on 2 CPU cores
-    python benchmarks/denoise_quality.py                    # full: bigger network, 2 seeds
+    python benchmarks/denoise_quality.py --quick            # 1 seed, small network: minutes on 2 CPU cores
+    python benchmarks/denoise_quality.py                    # full: 600 iterations, bigger network, 2 seeds
     python benchmarks/denoise_quality.py --device cuda --iterations 4000
 Writes a markdown table (``--out-md``) and two PNGs (``--out-img`` prefix).
 """
@@ -143,7 +146,9 @@ def ct_task(num_train: int, num_val: int, num_test: int, i0: float, reference_i0
     )
 
 
-def mr_task(num_train: int, num_val: int, num_test: int) -> Task:
+def mr_task(num_train: int, num_val: int, num_test: int, reference_std: str = "estimate") -> Task:
+    """``reference_std="estimate"``: each reference's Rician std from its background (as in
+    practice); ``"known"``: the simulated value (isolates the estimator's errors)."""
     def phantoms(n, seed):
         gen = torch.Generator().manual_seed(seed)
         return [mr_phantom((64, 64), gen)[None] for _ in range(n)]
@@ -162,7 +167,7 @@ def mr_task(num_train: int, num_val: int, num_test: int) -> Task:
         name="MR", levels=(0.02, 0.05, 0.1), reference_range=(0.01, 0.05), simulate=simulate,
         oracle_degrade=simulate, oracle_range=(0.005, 0.12), operator=MRDegradation(reference_std=None),
         operator_key="reference_std",
-        reference_value=lambda refs, stds: estimate_rician_noise_std(refs),  # from each whole slice's background
+        reference_value=lambda refs, stds: stds if reference_std == "known" else estimate_rician_noise_std(refs),
         level_text=lambda s: f"std {100 * s:g}%",
         score_window=(0.0, 1.2), unit=100.0, foreground=lambda x: x > 0.1 * x.amax(),
         train=phantoms(num_train, 1) + [overlay / torch.quantile(overlay, 0.995)],
@@ -476,6 +481,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--i0", type=float, default=2e4, help="CT photons per detector bin at dose 1")
     parser.add_argument("--ct-reference-i0", default="known", choices=["known", "estimate"],
                         help="CT operator: each reference's photon count from its exposure, or estimated from its noise")
+    parser.add_argument("--mr-reference-std", default="estimate", choices=["estimate", "known"],
+                        help="MR operator: each reference's noise std estimated from its background, or the simulated value")
     parser.add_argument("--time-scale", type=float, default=1000.0, help="VelocityUNet time_scale (dt or t is multiplied by it)")
     parser.add_argument("--no-curriculum", dest="curriculum", action="store_false",
                         help="RelativeFlow: train on the final dt range from the start")
@@ -495,7 +502,7 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     start = time.perf_counter()
     builders = {"CT": lambda: ct_task(args.num_train, args.num_val, args.num_test, args.i0, args.ct_reference_i0),
-                "MR": lambda: mr_task(args.num_train, args.num_val, args.num_test)}
+                "MR": lambda: mr_task(args.num_train, args.num_val, args.num_test, args.mr_reference_std)}
     tasks = [builders[m]() for m in args.modalities]
     results, infos, examples = [], {}, {}
     for task in tasks:
@@ -515,7 +522,8 @@ def main(argv=None) -> str:
     header = (f"{'Quick' if args.quick else 'Full'} mode on {device}, torch {torch.__version__}: "
               f"{args.iterations} iterations x batch {args.batch}, VelocityUNet channels {tuple(args.channels)}, "
               f"{args.num_train} phantom + 1 real noisy references per modality, seeds {list(args.seeds)}, "
-              f"CT i0 {args.i0:g} at {CT_SPACING_MM} mm pixels, CT reference i0 {args.ct_reference_i0}, time_scale "
+              f"CT i0 {args.i0:g} at {CT_SPACING_MM} mm pixels, CT reference i0 {args.ct_reference_i0}, MR reference std "
+              f"{args.mr_reference_std}, time_scale "
               f"{args.time_scale:g}, curriculum {'on' if args.curriculum else 'off'}; total {time.perf_counter() - start:.0f} s.\n")
     text = header + "\n" + summarise(results, tasks, infos)
     images = plot(results, tasks, examples, args.out_img)
