@@ -142,6 +142,17 @@ def test_truncated_nifti_is_an_error(tmp_path, suffix):
         assert len(find_images(tmp_path / "data")) == 2
 
 
+def test_non_finite_nifti_is_refused_when_asked(tmp_path):
+    vol = _vol(1).astype(np.float32)
+    vol[3, 4, 1], vol[0, 0, 0] = np.nan, np.inf
+    write_nifti(vol, AFFINE, tmp_path / "data" / "nan.nii.gz")
+    assert [it["name"] for it in find_images(tmp_path / "data")] == ["nan"]  # sizes only by default
+    with pytest.raises(ValueError, match=r"nan\.nii\.gz has 2 NaN/Inf voxel"):
+        find_images(tmp_path / "data", check_finite=True)
+    write_nifti(_vol(2), AFFINE, tmp_path / "ok" / "ok.nii.gz")
+    assert len(find_images(tmp_path / "ok", check_finite=True)) == 1
+
+
 def test_unreadable_dicom_is_an_error(tmp_path):
     s = write_dicom_series(_vol(0), tmp_path / "data" / "s", AFFINE)
     f = sorted(s.iterdir())[1]

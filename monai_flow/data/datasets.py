@@ -44,11 +44,13 @@ def _gzip_size(path: Path) -> int:
     return size
 
 
-def check_nifti(path: str | os.PathLike) -> None:
+def check_nifti(path: str | os.PathLike, finite: bool = False) -> None:
     """Raise ``ValueError`` naming ``path`` if its header is invalid or its data is truncated.
 
     Uncompressed files are checked by size; ``.nii.gz`` by the gzip trailer's ISIZE, with a full
-    decompression only when that disagrees (multi-member or truncated streams).
+    decompression only when that disagrees (multi-member or truncated streams). ``finite=True``
+    also reads the data and refuses NaN/Inf voxels of float files: ITK's reader, which the
+    bundles load with, silently turns NaN into 0.
     """
     path = Path(path)
     try:
@@ -70,6 +72,11 @@ def check_nifti(path: str | os.PathLike) -> None:
                 raise ValueError(f"truncated NIfTI file {path}: {got} bytes of data, expected {expected}.")
     elif path.stat().st_size < expected:
         raise ValueError(f"truncated NIfTI file {path}: {path.stat().st_size} bytes, expected {expected}.")
+    if finite and np.issubdtype(hdr.get_data_dtype(), np.floating):  # integers cannot hold NaN/Inf
+        bad = int((~np.isfinite(np.asanyarray(img.dataobj))).sum())
+        if bad:
+            raise ValueError(f"NIfTI file {path} has {bad} NaN/Inf voxel(s) of {int(np.prod(hdr.get_data_shape()))}; "
+                             "fix or mask them first.")
 
 
 def _listing(paths: Sequence, root: Path) -> str:
@@ -86,13 +93,15 @@ def _name(path: Path, root: Path) -> str:
     return "root" if rel in (".", "") else rel.replace(os.sep, "/")
 
 
-def find_images(dataset_dir: str | os.PathLike, recursive: bool = True, check: bool = True) -> list[dict]:
+def find_images(dataset_dir: str | os.PathLike, recursive: bool = True, check: bool = True,
+                check_finite: bool = False) -> list[dict]:
     """MONAI items for every NIfTI file and DICOM series under ``dataset_dir`` (a folder or a file).
 
     A single NIfTI or DICOM file gives one item. DICOM files are grouped by SeriesInstanceUID
     (:func:`list_dicom_series`): a series that is the only one directly in its folder is
     referenced by the folder, one of several by its sorted file list; each Enhanced multi-frame
-    file is an item of its own. ``check`` validates NIfTI sizes (truncation).
+    file is an item of its own. ``check`` validates NIfTI sizes (truncation); ``check_finite``
+    also reads every NIfTI file and refuses NaN/Inf voxels (:func:`check_nifti`).
 
     Raises:
         FileNotFoundError: ``dataset_dir`` does not exist.
@@ -105,7 +114,7 @@ def find_images(dataset_dir: str | os.PathLike, recursive: bool = True, check: b
     if root.is_file():
         if _is_nifti(root):
             if check:
-                check_nifti(root)
+                check_nifti(root, finite=check_finite)
             return [_item(str(root), _name(root, root.parent), "nifti", "")]
         if _is_dicom(root):
             uid = str(pydicom.dcmread(root, stop_before_pixels=True).get("SeriesInstanceUID", ""))
@@ -119,7 +128,7 @@ def find_images(dataset_dir: str | os.PathLike, recursive: bool = True, check: b
     for p in (p for p in files if _is_nifti(p)):
         try:
             if check:
-                check_nifti(p)
+                check_nifti(p, finite=check_finite)
             items.append(_item(str(p), _name(p, root), "nifti", ""))
         except ValueError as e:
             bad.append(str(e))
