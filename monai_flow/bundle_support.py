@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -111,25 +110,18 @@ def latest_checkpoint(folder: str, prefix: str = "checkpoint") -> str | None:
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` that never leaves a partial ``path``: the data goes to a hidden
-    temporary file in the same folder, is flushed and fsync'ed, then ``os.replace``-d onto
-    ``path`` (atomic on POSIX and Windows). A crash leaves either the old file or the new one,
-    plus at worst a stale ``.<name>.*.tmp`` file."""
+    """``torch.save(obj, path)`` that never leaves a partial ``path``
+    (:func:`monai_flow.atomic.write_atomically`): a crash leaves either the old file or the new
+    one, plus at worst a stale hidden ``.<name>.*`` file that checkpoint discovery ignores."""
     import torch
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    from monai_flow.atomic import write_atomically
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    os.chmod(path, 0o644)  # mkstemp creates 0600 files; checkpoints are usually shared read-only
+
+    write_atomically(path, write, suffix=".tmp")  # stale ".<prefix>_*.tmp" files are cleaned on attach
 
 
 class TrainingCheckpointSaver:

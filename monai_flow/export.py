@@ -49,7 +49,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from monai_flow.atomic import write_atomically
 from monai_flow.inferers import RelativeFlowInferer, RestorationInferer
 from monai_flow.inferers.relative import split_dt_schedule
 
@@ -292,17 +292,12 @@ def export_denoiser(
                    "note": "fixed schedule unrolled; batch and spatial sizes dynamic; runs on this device type"},
         "versions": {"torch": torch.__version__, "monai_flow": _version()},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    def write(tmp: str) -> None:
         torch.jit.save(scripted, tmp, _extra_files={METADATA_FILE: json.dumps(metadata, indent=2)})
         if out.exists() and not overwrite:  # appeared while exporting
             raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it.")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    os.chmod(out, 0o644)
+
+    write_atomically(out, write)
     return out
 
 

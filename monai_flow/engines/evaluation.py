@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -12,6 +10,8 @@ import torch
 from monai.metrics import PSNRMetric, RMSEMetric, SSIMMetric, compute_dice
 from monai.networks.utils import one_hot
 from tqdm import tqdm
+
+from monai_flow.atomic import write_atomically
 
 __all__ = ["evaluate_generation", "evaluate_restoration", "image_scores", "intensity_classes"]
 
@@ -36,18 +36,6 @@ def image_scores(output: torch.Tensor, reference: torch.Tensor, window: Sequence
     return {"psnr": psnr, "ssim": ssim, "rmse": rmse}
 
 
-def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _write_csv(path: Path, rows: Sequence[Mapping]) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:
@@ -55,7 +43,7 @@ def _write_csv(path: Path, rows: Sequence[Mapping]) -> None:
             writer.writeheader()
             writer.writerows(rows)
 
-    _write_atomically(path, write)
+    write_atomically(path, write)
 
 
 def _figure(path: Path, panels: Mapping[str, torch.Tensor], window: Sequence[float], title: str) -> None:
@@ -71,7 +59,7 @@ def _figure(path: Path, panels: Mapping[str, torch.Tensor], window: Sequence[flo
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    _write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
 
 
@@ -183,7 +171,7 @@ def _grid_figure(path: Path, rows: Sequence[Mapping[str, torch.Tensor]], window:
             ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    _write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
     plt.close(fig)
 
 
