@@ -243,6 +243,28 @@ def test_sliding_window_relative_auto_matches_direct(strategy):
     torch.testing.assert_close(sw(x, net), rel(x, net), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("sw_batch_size", (1, 2, 3, 4, 5, 7, 8, 12))
+@pytest.mark.parametrize("strategy", ("per_step", "per_window"))
+def test_sliding_window_per_sample_schedules_any_sw_batch_size(strategy, sw_batch_size):
+    """Per-sample dt schedules, labels, masks and conditions reach every window exactly once, whichever
+    samples a window batch holds: 4 samples x 3 windows, so every ``sw_batch_size`` here either splits a
+    sample's windows over calls or mixes samples in one call (a wrong time per window changes the output)."""
+    net = PointwiseNet(2, num_classes=2, mask_channels=1, condition_channels=1)  # pointwise, time-dependent
+    size = (16, 32)  # roi 16, overlap 0.5: 1 x 3 windows per sample
+    x = make_noise((4, 1, *size), seed=0)
+    cond = dict(
+        class_labels=torch.tensor([1, 0, 1, 0]),
+        mask=(make_noise((4, 1, *size), seed=1) > 0).float(),
+        condition=make_noise((4, 1, *size), seed=2),
+    )
+    sigma = torch.tensor([0.25, 1.0, 0.12, 0.05])  # gaps ln(sigma / 0.1): 6, 13, 3 and 0 steps
+    rel = RelativeFlowInferer("auto", noise_estimator=lambda _: sigma, target_std=0.1)
+    assert (rel.dt_table(x) > 0).sum(1).tolist() == [6, 13, 3, 0]
+    sw = SlidingWindowFlowInferer(rel, roi_size=16, sw_batch_size=sw_batch_size, overlap=0.5, strategy=strategy)
+    with torch.no_grad():
+        torch.testing.assert_close(sw(x, net, **cond), rel(x, net, **cond), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("strategy", ("per_step", "per_window"))
 def test_sliding_window_call_count(strategy):
     net = PointwiseNet(2)

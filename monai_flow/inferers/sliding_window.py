@@ -149,15 +149,25 @@ class SlidingWindowFlowInferer(Inferer):
         if any(pad):
             x, mask, condition = (None if v is None else F.pad(v, pad) for v in (x, mask, condition))
 
-        def window_field(index: torch.Tensor, coords: Sequence, dev: torch.device) -> Callable:
-            lab, m, c = select_batch(labels, index), _crop(mask, coords, dev), _crop(condition, coords, dev)
-            return lambda xw, t: base.velocity(network, xw, select_batch(t.to(dev), index), lab, m, c)
+        def windows(win: torch.Tensor, coords: Sequence) -> tuple[Callable, Callable]:
+            """For a batch of windows: ``pick`` maps a per-sample value ((B,) times, labels) to the
+            windows by their batch index (0-d values pass; moved to the window device), and the
+            field ``f(xw, tw)``, ``tw`` already per window. The only place per-sample inputs
+            (times, labels, masks, conditions) are mapped to windows."""
+            index = _batch_index(coords, win.device)
+
+            def pick(v: torch.Tensor | None) -> torch.Tensor | None:
+                return select_batch(None if v is None else v.to(win.device), index)
+
+            lab, m, c = pick(labels), _crop(mask, coords, win.device), _crop(condition, coords, win.device)
+            return pick, lambda xw, tw: base.velocity(network, xw, tw, lab, m, c)
 
         if self.strategy == "per_step":
 
             def field(state: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
                 def predictor(win: torch.Tensor, coords: Sequence) -> torch.Tensor:
-                    return window_field(_batch_index(coords, win.device), coords, win.device)(win, t)
+                    pick, f = windows(win, coords)
+                    return f(win, pick(t))  # t: the whole batch's time, 0-d or (B,)
 
                 return self._sliding(state, roi, predictor, False)
 
@@ -166,9 +176,10 @@ class SlidingWindowFlowInferer(Inferer):
         else:
 
             def predictor(win: torch.Tensor, coords: Sequence) -> torch.Tensor:
-                index = _batch_index(coords, win.device)
-                win_steps: list[Step] = [tuple(select_batch(v.to(win.device), index) for v in s) for s in steps]
-                return base.integrate(window_field(index, coords, win.device), win, win_steps)
+                pick, f = windows(win, coords)
+                # the steps are mapped to the windows once; apply_step hands f the per-window times
+                win_steps: list[Step] = [tuple(pick(v) for v in s) for s in steps]
+                return base.integrate(f, win, win_steps)
 
             x = self._sliding(x, roi, predictor, self.progress)
 
