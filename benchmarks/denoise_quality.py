@@ -57,11 +57,11 @@ from pydicom.data import get_testdata_file
 from monai_flow.data.phantoms import ct_phantom, mr_phantom
 from monai_flow.flows import CumulativeVelocityFlow, DtCurriculum, FlowMap, RelativeFlow
 from monai_flow.inferers import FlowMapDenoiser, RelativeFlowInferer, RestorationInferer
-from monai_flow.inferers.relative import relative_dt_schedule
+from monai_flow.inferers.schedules import relative_dt_schedule
 from monai_flow.networks import VelocityUNet
 from monai_flow.transforms import CTDegradation, MRDegradation, NormalizedDegradation
-from monai_flow.transforms.mr_physics import noncentral_chi_noise
-from monai_flow.transforms.noise_estimation import estimate_rician_noise_std
+from monai_flow.physics import noncentral_chi_noise
+from monai_flow.physics import estimate_rician_noise_std
 
 PRESETS = {
     "quick": dict(iterations=200, seeds=(0,), channels=(8, 16, 16), groups=4, num_train=32, num_val=3, num_test=4),

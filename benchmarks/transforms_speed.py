@@ -69,9 +69,9 @@ def main() -> None:
     slice_hu = water_phantom(n)
     img = torch.as_tensor(slice_hu, device=args.device)[None]
     ct = LowDoseCTNoise(dose_fraction=0.25, num_views=views, spacing=(0.7, 0.7))
-    from monai_flow.transforms.ct_physics import cached_geometry
+    from monai_flow.physics import parallel_beam_geometry
 
-    cached_geometry.cache_clear()
+    parallel_beam_geometry.cache_clear()
     start = time.perf_counter()
     ct(img)
     first = time.perf_counter() - start

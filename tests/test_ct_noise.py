@@ -5,9 +5,8 @@ import math
 import pytest
 import torch
 
-from monai_flow.transforms import CTDegradation, LowDoseCTNoise, NormalizedDegradation, ParallelBeamGeometry, low_dose_ct_noise
-from monai_flow.transforms.ct_physics import hu_to_mu, mu_to_hu
-from monai_flow.transforms.nufft import NUFFTPlan2D
+from monai_flow.physics import CTScan, NUFFTPlan2D, ParallelBeamGeometry, hu_to_mu, low_dose_ct_noise, mu_to_hu
+from monai_flow.transforms import CTDegradation, LowDoseCTNoise, NormalizedDegradation
 
 SPACING = (1.5, 1.5)
 
@@ -68,7 +67,7 @@ def test_projection_noise_variance_scales_as_inverse_dose_minus_one_and_is_unbia
     var = {}
     for i, a in enumerate((0.1, 0.25, 0.5)):
         gen = torch.Generator().manual_seed(10 + i)
-        noise = low_dose_ct_noise(water, a, SPACING, i0=1e5, electronic_std=0.0, num_views=360, generator=gen)
+        noise = low_dose_ct_noise(water, a, SPACING, generator=gen, scan=CTScan(i0=1e5, electronic_std=0.0, num_views=360))
         region = centre(noise)
         assert abs(region.mean().item()) < 2.0  # HU bias in water
         var[a] = region.var().item() / (1 / a - 1)
@@ -80,8 +79,8 @@ def test_projection_noise_variance_scales_as_inverse_dose_minus_one_and_is_unbia
 def test_full_simulation_from_noise_free_input_is_unbiased_and_matches_yu_increment():
     water = ellipse()[None, None].repeat(16, 1, 1, 1)
     gen = torch.Generator().manual_seed(0)
-    full = low_dose_ct_noise(water, 1.0, SPACING, i0=1e5, electronic_std=0.0, num_views=360, input_noise="none", generator=gen)
-    increment = low_dose_ct_noise(water, 0.5, SPACING, i0=1e5, electronic_std=0.0, num_views=360, generator=gen)
+    full = low_dose_ct_noise(water, 1.0, SPACING, input_noise="none", generator=gen, scan=CTScan(i0=1e5, electronic_std=0.0, num_views=360))
+    increment = low_dose_ct_noise(water, 0.5, SPACING, generator=gen, scan=CTScan(i0=1e5, electronic_std=0.0, num_views=360))
     assert abs(centre(full).mean().item()) < 2.0
     # lowering the dose by half adds exactly the full-dose variance
     assert abs(centre(increment).var().item() / centre(full).var().item() - 1) < 0.10
@@ -90,13 +89,13 @@ def test_full_simulation_from_noise_free_input_is_unbiased_and_matches_yu_increm
 def test_noise_is_larger_along_longer_paths():
     # 90 x 30 mm ellipse: the centre sees long horizontal paths, the tips short vertical ones
     slab = ellipse(96, 128, ax=60, ay=20)[None, None].repeat(16, 1, 1, 1)
-    noise = low_dose_ct_noise(slab, 0.25, SPACING, i0=1e5, electronic_std=0.0, num_views=360, generator=torch.Generator().manual_seed(1))
+    noise = low_dose_ct_noise(slab, 0.25, SPACING, generator=torch.Generator().manual_seed(1), scan=CTScan(i0=1e5, electronic_std=0.0, num_views=360))
     centre_std = noise[..., 43:53, 59:69].std()
     tip_std = noise[..., 43:53, 8:18].std()  # inside water near the left tip
     assert centre_std > 1.15 * tip_std
     # same position, longer paths: the centre of a 180 mm disk vs a 60 mm disk
     big, small = (ellipse(128, 128, r, r)[None, None].repeat(8, 1, 1, 1) for r in (60, 20))
-    kw = dict(i0=1e5, electronic_std=0.0, num_views=360, generator=torch.Generator().manual_seed(2))
+    kw = dict(scan=CTScan(i0=1e5, electronic_std=0.0, num_views=360), generator=torch.Generator().manual_seed(2))
     ratio = centre(low_dose_ct_noise(big, 0.25, SPACING, **kw), 5).std() / centre(low_dose_ct_noise(small, 0.25, SPACING, **kw), 5).std()
     expected = math.exp(0.0192 * (180 - 60) / 2)  # std ~ e^{p/2}
     assert abs(ratio / expected - 1) < 0.25
@@ -104,9 +103,8 @@ def test_noise_is_larger_along_longer_paths():
 
 def test_electronic_noise_adds_variance_at_low_dose():
     water = ellipse()[None, None].repeat(8, 1, 1, 1)
-    kw = dict(num_views=360, i0=2e4)
-    quiet = low_dose_ct_noise(water, 0.1, SPACING, electronic_std=0.0, generator=torch.Generator().manual_seed(0), **kw)
-    loud = low_dose_ct_noise(water, 0.1, SPACING, electronic_std=10.0, generator=torch.Generator().manual_seed(1), **kw)
+    quiet = low_dose_ct_noise(water, 0.1, SPACING, CTScan(i0=2e4, electronic_std=0.0, num_views=360), generator=torch.Generator().manual_seed(0))
+    loud = low_dose_ct_noise(water, 0.1, SPACING, CTScan(i0=2e4, electronic_std=10.0, num_views=360), generator=torch.Generator().manual_seed(1))
     assert centre(loud).var() > 1.2 * centre(quiet).var()
 
 
@@ -121,14 +119,14 @@ def radial_nps(noise):
 @pytest.mark.parametrize("domain", ["projection", "image"])
 def test_noise_power_spectrum_is_ramp_like(domain):
     water = torch.zeros(8, 1, 64, 64)  # uniform water fills the slice
-    noise = low_dose_ct_noise(water, 0.25, SPACING, domain=domain, num_views=360, generator=torch.Generator().manual_seed(2))
+    noise = low_dose_ct_noise(water, 0.25, SPACING, domain=domain, generator=torch.Generator().manual_seed(2), scan=CTScan(num_views=360))
     low, high = radial_nps(noise[:, 0, 8:-8, 8:-8])
     assert high > 3 * low
 
 
 def test_image_domain_variance_scaling_and_agreement_with_projection():
     water = ellipse()[None, None].repeat(16, 1, 1, 1)
-    kw = dict(i0=1e5, electronic_std=0.0, num_views=360)
+    kw = dict(scan=CTScan(i0=1e5, electronic_std=0.0, num_views=360))
     v = {a: centre(low_dose_ct_noise(water, a, SPACING, domain="image", generator=torch.Generator().manual_seed(3), **kw)).var().item() for a in (0.1, 0.5)}
     assert abs((v[0.1] / 9) / v[0.5] - 1) < 0.10
     proj = centre(low_dose_ct_noise(water, 0.5, SPACING, generator=torch.Generator().manual_seed(4), **kw)).var().item()
@@ -139,7 +137,7 @@ def test_ct_degradation_is_cot_consistent():
     """One step of dt multiplies the reference noise std by e^dt: added var = (e^{2dt} - 1) var_ref."""
     water = ellipse()[None, None].repeat(16, 1, 1, 1)
     op = CTDegradation(spacing=SPACING, i0=1e5, electronic_std=0.0, num_views=360)
-    reference = low_dose_ct_noise(water, 1.0, SPACING, i0=1e5, electronic_std=0.0, num_views=360, input_noise="none", generator=torch.Generator().manual_seed(5))
+    reference = low_dose_ct_noise(water, 1.0, SPACING, input_noise="none", generator=torch.Generator().manual_seed(5), scan=CTScan(i0=1e5, electronic_std=0.0, num_views=360))
     dt = torch.tensor([0.1] * 8 + [0.3] * 8)
     added = op(water, dt, generator=torch.Generator().manual_seed(6)) - water
     var_ref = centre(reference).var()
@@ -152,8 +150,8 @@ def test_ct_degradation_estimates_the_reference_dose():
     water = ellipse()[None, None].repeat(4, 1, 1, 1)
     gens = torch.Generator().manual_seed(7)
     noisy = torch.cat([
-        water[:2] + low_dose_ct_noise(water[:2], 1.0, SPACING, i0=5e4, num_views=360, electronic_std=0.0, input_noise="none", generator=gens),
-        water[2:] + low_dose_ct_noise(water[2:], 1.0, SPACING, i0=4e5, num_views=360, electronic_std=0.0, input_noise="none", generator=gens),
+        water[:2] + low_dose_ct_noise(water[:2], 1.0, SPACING, input_noise="none", generator=gens, scan=CTScan(i0=5e4, num_views=360, electronic_std=0.0)),
+        water[2:] + low_dose_ct_noise(water[2:], 1.0, SPACING, input_noise="none", generator=gens, scan=CTScan(i0=4e5, num_views=360, electronic_std=0.0)),
     ])
     i0 = CTDegradation(spacing=SPACING, i0="estimate", num_views=360).reference_i0(noisy)
     assert i0[:2].max() < i0[2:].min()  # ranks the doses

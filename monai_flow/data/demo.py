@@ -79,8 +79,9 @@ def _stratified(rng: np.random.Generator, n: int, lo: float, hi: float) -> np.nd
 
 # ------------------------------------------------------------------------------------------- CT
 def _ct(root: Path, kind: str, seed: int, num: int) -> dict:
-    from monai_flow.transforms import low_dose_ct_noise
+    from monai_flow.physics import CTScan, low_dose_ct_noise
 
+    scan = CTScan(i0=CT_I0, electronic_std=CT_ELECTRONIC_STD)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     doses = _stratified(rng, num, *CT_DOSE_RANGE) if kind == "ct_denoise" else np.ones(num)
@@ -90,8 +91,8 @@ def _ct(root: Path, kind: str, seed: int, num: int) -> dict:
         pixel = round(float(rng.uniform(2.2, 3.0)), 3)
         spacing = (pixel, pixel, float(rng.choice([2.5, 3.0, 5.0])))
         clean = ct_phantom(shape, gen)  # (H=A-P, W=L-R, D)
-        noise = low_dose_ct_noise(clean[None, None], float(doses[i]), spacing[:2], i0=CT_I0,
-                                  electronic_std=CT_ELECTRONIC_STD, input_noise="none", generator=gen)[0, 0]
+        noise = low_dose_ct_noise(clean[None, None], float(doses[i]), spacing[:2], scan, input_noise="none",
+                                  generator=gen)[0, 0]
         # MONAI layout (X = L-R, Y = A-P, Z)
         clean_x, noisy_x = clean.permute(1, 0, 2).numpy(), (clean + noise).permute(1, 0, 2).numpy()
         affine = _ras_affine(shape, spacing)

@@ -1,14 +1,23 @@
-"""MONAI-compatible CT and MR degradation transforms and the RelativeFlow degradation operators."""
+"""MONAI-compatible CT and MR degradation transforms and the RelativeFlow degradation operators.
+
+The physics functions they call (``low_dose_ct_noise``, the estimators, ...) are re-exported from
+:mod:`monai_flow.physics` for convenience.
+"""
 
 from .array import LowDoseCTNoise, RandLowDoseCTNoise, RandRicianMRNoise, RicianMRNoise
-from .ct_physics import MU_WATER_PER_MM, ParallelBeamGeometry, hu_to_mu, mu_to_hu
-from .degradation import (
-    CTDegradation,
-    MRDegradation,
-    NormalizedDegradation,
+from monai_flow.physics import (
+    MU_WATER_PER_MM,
+    CTScan,
+    estimate_ct_noise_std,
+    estimate_rician_noise_std,
+    hu_to_mu,
     low_dose_ct_noise,
+    mu_to_hu,
+    noncentral_chi_noise,
     predicted_ct_noise_std,
 )
+
+from .degradation import CTDegradation, MRDegradation, NormalizedDegradation
 from .dictionary import (
     LowDoseCTNoised,
     LowDoseCTNoiseD,
@@ -23,11 +32,10 @@ from .dictionary import (
     RicianMRNoiseD,
     RicianMRNoiseDict,
 )
-from .mr_physics import noncentral_chi_noise
-from .noise_estimation import estimate_ct_noise_std, estimate_rician_noise_std
 
 __all__ = [
     "CTDegradation",
+    "CTScan",
     "LowDoseCTNoise",
     "LowDoseCTNoiseD",
     "LowDoseCTNoiseDict",
@@ -35,7 +43,6 @@ __all__ = [
     "MRDegradation",
     "MU_WATER_PER_MM",
     "NormalizedDegradation",
-    "ParallelBeamGeometry",
     "RandLowDoseCTNoise",
     "RandLowDoseCTNoiseD",
     "RandLowDoseCTNoiseDict",

@@ -18,14 +18,10 @@ from monai.data.meta_obj import get_track_meta
 from monai.transforms import Randomizable, RandomizableTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
-from .ct_physics import MU_WATER_PER_MM
-from .degradation import CT_DOMAINS, low_dose_ct_noise
-from .mr_physics import RELATIVE_TO, noncentral_chi_noise, resolve_noise_std
+from monai_flow.physics import MU_WATER_PER_MM, RELATIVE_TO, CTScan, low_dose_ct_noise, noncentral_chi_noise, resolve_noise_std
+from monai_flow.physics.ct_scan import check_domain, check_input_noise, check_spacing
 
 __all__ = ["LowDoseCTNoise", "RandLowDoseCTNoise", "RicianMRNoise", "RandRicianMRNoise"]
-
-_INPUT_NOISE = ("full_dose", "none")
-
 
 def _check_range(name: str, value, low: float, high: float, low_open: bool = True) -> tuple[float, float]:
     """Validate a scalar or (min, max) parameter against (low, high]; return it as a range."""
@@ -118,22 +114,10 @@ class LowDoseCTNoise(_SeededNoise):
         spacing: Sequence[float] | None = None,
     ) -> None:
         _check_range("dose_fraction", dose_fraction, 0.0, 1.0)
-        if not i0 > 0:
-            raise ValueError(f"i0 must be > 0 photons per bin, got {i0}.")
-        if not 0 <= electronic_std < float("inf"):  # also refuses NaN
-            raise ValueError(f"electronic_std must be finite and >= 0 counts, got {electronic_std}.")
-        if not mu_water > 0:
-            raise ValueError(f"mu_water must be > 0 (1/mm), got {mu_water}.")
-        if domain not in CT_DOMAINS:
-            raise ValueError(f"domain must be one of {CT_DOMAINS}, got {domain!r}.")
-        if input_noise not in _INPUT_NOISE:
-            raise ValueError(f"input_noise must be one of {_INPUT_NOISE}, got {input_noise!r}.")
-        if spacing is not None and (len(spacing) != 2 or not all(0 < s < float("inf") for s in spacing)):
-            raise ValueError(f"spacing must be two positive in-plane values in mm, got {spacing}.")
         self.dose_fraction = float(dose_fraction)
-        self.i0, self.electronic_std, self.mu_water = float(i0), float(electronic_std), float(mu_water)
-        self.domain, self.num_views, self.num_bins = domain, int(num_views), num_bins
-        self.filter_name, self.input_noise, self.spacing = filter_name, input_noise, spacing
+        self.scan = CTScan(i0, electronic_std, mu_water, num_views, num_bins, filter_name)
+        self.domain, self.input_noise = check_domain(domain), check_input_noise(input_noise)
+        self.spacing = None if spacing is None else check_spacing(spacing)
 
     def _spacing(self, img: NdarrayOrTensor) -> tuple[float, float]:
         if self.spacing is not None:
@@ -152,10 +136,8 @@ class LowDoseCTNoise(_SeededNoise):
         dose = self.dose_fraction if dose_fraction is None else _check_range("dose_fraction", dose_fraction, 0, 1)[0]
         batch = _as_batch(img)
         seed = self._seed_for(seed, randomize)
-        noise = low_dose_ct_noise(
-            batch, dose, self._spacing(img), self.i0, self.electronic_std, self.mu_water, self.domain,
-            self.num_views, self.num_bins, self.filter_name, self.input_noise, _generator(seed, batch.device),
-        )
+        noise = low_dose_ct_noise(batch, dose, self._spacing(img), self.scan, self.domain, self.input_noise,
+                                  _generator(seed, batch.device))
         return _wrap(batch + noise, img)
 
 

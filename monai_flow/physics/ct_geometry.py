@@ -1,4 +1,4 @@
-"""CT physics: HU <-> attenuation, parallel-beam projection, FBP and low-dose sinogram noise.
+"""Parallel-beam CT geometry: projector, ramp-filtered FBP and the FBP noise gain.
 
 Conventions: an axial slice is a tensor (N, H, W) of N slices; rows run along y (spacing
 ``dy`` mm), columns along x (``dx`` mm); the image centre is the rotation centre. A view at angle
@@ -6,7 +6,7 @@ theta in [0, pi) integrates along lines ``x cos(theta) + y sin(theta) = s``; det
 ``s_m = (m - (L - 1) / 2) * d``. Line integrals ``p`` are dimensionless (mu in 1/mm times mm).
 
 Projection and backprojection use the Fourier slice theorem, evaluated with a Kaiser-Bessel
-NUFFT (:mod:`monai_flow.transforms.nufft`): the image is band-limited (sinc-interpolated)
+NUFFT (:mod:`monai_flow.physics.nufft`): the image is band-limited (sinc-interpolated)
 between pixel centres and detector samples are point samples of the line integral.
 """
 
@@ -17,33 +17,10 @@ from functools import lru_cache
 
 import torch
 
+from .ct_scan import CT_FILTERS, check_spacing
 from .nufft import NUFFTPlan2D
 
-__all__ = [
-    "MU_WATER_PER_MM",
-    "hu_to_mu",
-    "mu_to_hu",
-    "ParallelBeamGeometry",
-    "sinogram_noise",
-    "sinogram_noise_variance",
-    "fbp_noise_gain",
-]
-
-#: Linear attenuation coefficient of water at about 70 keV effective energy, in 1/mm.
-MU_WATER_PER_MM = 0.0192
-
-_FILTERS = ("ramp", "shepp-logan", "hann")
-_MIN_COUNTS = 1.0  # detector reading floor (photons) before the log, avoids ln(0)
-
-
-def hu_to_mu(hu: torch.Tensor, mu_water: float = MU_WATER_PER_MM) -> torch.Tensor:
-    """Hounsfield units to linear attenuation (1/mm), clipped at 0 (nothing attenuates < air)."""
-    return (mu_water * (1.0 + hu / 1000.0)).clamp_min(0.0)
-
-
-def mu_to_hu(mu: torch.Tensor, mu_water: float = MU_WATER_PER_MM) -> torch.Tensor:
-    """Linear attenuation (1/mm) to Hounsfield units."""
-    return 1000.0 * (mu / mu_water - 1.0)
+__all__ = ["ParallelBeamGeometry", "fbp_noise_gain", "parallel_beam_geometry"]
 
 
 class ParallelBeamGeometry:
@@ -74,14 +51,12 @@ class ParallelBeamGeometry:
     ) -> None:
         if len(shape) != 2 or min(shape) < 2:
             raise ValueError(f"shape must be (H, W) with both >= 2, got {tuple(shape)}.")
-        if len(spacing) != 2 or min(spacing) <= 0:
-            raise ValueError(f"spacing must be two positive values (dy, dx) in mm, got {tuple(spacing)}.")
         if num_views < 1:
             raise ValueError(f"num_views must be >= 1, got {num_views}.")
-        if filter_name not in _FILTERS:
-            raise ValueError(f"filter_name must be one of {_FILTERS}, got {filter_name!r}.")
+        if filter_name not in CT_FILTERS:
+            raise ValueError(f"filter_name must be one of {CT_FILTERS}, got {filter_name!r}.")
         self.shape = (int(shape[0]), int(shape[1]))
-        self.spacing = (float(spacing[0]), float(spacing[1]))
+        self.spacing = check_spacing(spacing)
         self.num_views = int(num_views)
         self.bin_spacing = float(bin_spacing) if bin_spacing else min(self.spacing)
         diagonal = math.hypot(self.shape[0] * self.spacing[0], self.shape[1] * self.spacing[1])
@@ -154,61 +129,6 @@ class ParallelBeamGeometry:
         return samples[:, 0].sum(-1) * step
 
 
-def sinogram_noise_variance(
-    p: torch.Tensor,
-    dose_fraction: torch.Tensor,
-    i0: torch.Tensor | float,
-    electronic_std: float,
-    input_noise: str = "full_dose",
-) -> torch.Tensor:
-    """Variance of the noise :func:`sinogram_noise` adds to line integrals ``p`` (N, ...).
-
-    ``dose_fraction`` and ``i0`` are floats or (N,) tensors.
-    """
-    a = _per_item(dose_fraction, p)
-    e_p = torch.exp(p) / _per_item(i0, p)
-    if input_noise == "full_dose":  # Yu et al. 2012 increment
-        return (1.0 - a) / a * e_p * (1.0 + (1.0 + a) / a * electronic_std**2 * e_p)
-    if input_noise == "none":  # delta method on -ln(counts)
-        return e_p / a * (1.0 + electronic_std**2 * e_p / a)
-    raise ValueError(f"input_noise must be 'full_dose' or 'none', got {input_noise!r}.")
-
-
-def sinogram_noise(
-    sinogram: torch.Tensor,
-    dose_fraction: torch.Tensor,
-    i0: torch.Tensor | float,
-    electronic_std: float,
-    input_noise: str = "full_dose",
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Noise to add to line integrals ``sinogram`` (N, V, L) for dose ``dose_fraction`` (N,).
-
-    ``input_noise="full_dose"``: the sinogram is a full-dose acquisition at ``i0`` photons per bin,
-    already noisy; return the Gaussian increment that lowers its dose to ``a * i0`` (Yu et al.
-    2012), of variance ``(1 - a)/a * e^p/i0 * (1 + (1 + a)/a * s_e^2 e^p / i0)``.
-
-    ``input_noise="none"``: the sinogram is noise-free; simulate the whole acquisition,
-    counts ``Poisson(a i0 e^-p) + N(0, s_e^2)``, ``p_hat = -ln(max(I, 1) / (a i0))``, return
-    ``p_hat - p``.
-    """
-    if input_noise == "full_dose":
-        var = sinogram_noise_variance(sinogram, dose_fraction, i0, electronic_std, input_noise)
-        return torch.sqrt(var) * _randn_like(sinogram, generator)
-    if input_noise == "none":
-        incident = _per_item(dose_fraction, sinogram) * _per_item(i0, sinogram)
-        counts = torch.poisson((incident * torch.exp(-sinogram)).double(), generator=generator)
-        counts = counts.to(sinogram.dtype) + electronic_std * _randn_like(sinogram, generator)
-        return -torch.log(counts.clamp_min(_MIN_COUNTS) / incident) - sinogram
-    raise ValueError(f"input_noise must be 'full_dose' or 'none', got {input_noise!r}.")
-
-
-def _per_item(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
-    """A float or (N,) tensor, shaped to broadcast against ``like`` (N, ...)."""
-    value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
-    return value.reshape(-1, *([1] * (like.ndim - 1))) if value.ndim else value
-
-
 def fbp_noise_gain(geometry: ParallelBeamGeometry) -> float:
     """Variance of an FBP pixel per unit variance of white sinogram noise, (1/mm)^2.
 
@@ -239,10 +159,6 @@ def _ramp_filter(length: int, d: float, name: str) -> torch.Tensor:
     return response
 
 
-def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-
-
 def _fast_fft_size(n: int) -> int:
     """Smallest size >= n whose only prime factors are 2, 3 and 5."""
     while True:
@@ -256,7 +172,7 @@ def _fast_fft_size(n: int) -> int:
 
 
 @lru_cache(maxsize=8)
-def cached_geometry(
+def parallel_beam_geometry(
     shape: tuple[int, int],
     spacing: tuple[float, float],
     num_views: int,
@@ -264,5 +180,6 @@ def cached_geometry(
     filter_name: str,
     device: str,
 ) -> ParallelBeamGeometry:
-    """Geometry plans are reused across calls with the same slice shape, spacing and device."""
+    """A :class:`ParallelBeamGeometry`, cached: plans are reused across calls with the same slice
+    shape, spacing, views, bins, filter and device (``parallel_beam_geometry.cache_clear()`` drops them)."""
     return ParallelBeamGeometry(shape, spacing, num_views, num_bins, filter_name=filter_name, device=device)

@@ -1,6 +1,6 @@
 """Two-dimensional non-uniform FFT by Kaiser-Bessel gridding, in torch.
 
-Used by :mod:`monai_flow.transforms.ct_physics` for Fourier-slice projection and filtered
+Used by :mod:`monai_flow.physics.ct_geometry` for Fourier-slice projection and filtered
 backprojection: evaluating an image's Fourier transform on the polar grid of the projections
 (type 2) and its adjoint, summing polar Fourier samples back onto the pixel grid (type 1).
 Both cost O(N^2 log N + P J^2) for an N x N image, P frequency samples and a kernel of width J,

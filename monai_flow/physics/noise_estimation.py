@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from monai_flow.axial import to_axial_slices
+
 __all__ = ["estimate_rician_noise_std", "estimate_ct_noise_std"]
 
 
@@ -64,9 +66,8 @@ def estimate_ct_noise_std(
     """
     if image.ndim < 4:
         raise ValueError(f"expected a batch (B, C, H, W[, D]), got shape {tuple(image.shape)}.")
-    x = image.detach().float()
-    if x.ndim == 5:  # (B, C, H, W, D) -> axial slices as extra channels
-        x = x.permute(0, 1, 4, 2, 3).reshape(x.shape[0], -1, x.shape[2], x.shape[3])
+    slices, _ = to_axial_slices(image.detach().float())
+    x = slices.reshape(image.shape[0], -1, *slices.shape[-2:])  # a sample's axial slices as channels
     n = window * window
     mean = F.avg_pool2d(x, window, stride=window // 2 + 1)
     mean_sq = F.avg_pool2d(x.square(), window, stride=window // 2 + 1)
