@@ -58,9 +58,9 @@ import torch.nn as nn
 
 from monai_flow.atomic import write_atomically
 from monai_flow.inferers import RelativeFlowInferer, RestorationInferer
-from monai_flow.inferers.relative import split_dt_schedule
+from monai_flow.inferers.schedules import relative_template_schedule, split_dt_schedule
 
-__all__ = ["FlowDenoiser", "METADATA_FILE", "export_denoiser", "load_metadata", "relative_template_schedule"]
+__all__ = ["FlowDenoiser", "METADATA_FILE", "export_denoiser", "load_metadata"]
 
 METADATA_FILE = "metadata.json"
 
@@ -76,15 +76,6 @@ def _checked(x: torch.Tensor, ndim: int, channels: int, divisor: int) -> torch.T
         if x.size(d) % divisor != 0:
             raise ValueError("every spatial size must be divisible by " + str(divisor) + ", got " + str(x.size(d)))
     return x
-
-
-def relative_template_schedule(steps: int, max_dt: float = 0.2, min_dt: float = 0.05) -> list[float]:
-    """The ``steps``-step coarse-to-fine RelativeFlow schedule: ``relative_dt_schedule``'s template
-    (read from the clean end: ``min_dt``, doubling, capped at ``max_dt``), e.g. 3 steps with the
-    defaults give the paper's ``(0.2, 0.1, 0.05)``."""
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}.")
-    return split_dt_schedule(sum(min(max_dt, min_dt * 2.0**k) for k in range(int(steps))), steps, max_dt, min_dt)
 
 
 class FlowDenoiser(nn.Module):

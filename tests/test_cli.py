@@ -242,21 +242,24 @@ def test_mr_bundle_sliding_window_and_steps(tmp_path, capsys, bundles):
 
 def test_steps_split_the_relative_schedule_and_set_uniform_restoration_steps(bundles):
     from monai_flow.cli.bundle import Bundle
-    from monai_flow.cli.denoise import Denoiser, _RelativeSteps
+    from monai_flow.cli.denoise import Denoiser
     from monai_flow.inferers import RelativeFlowInferer
 
-    fixed = RelativeFlowInferer((0.2, 0.1, 0.05))
-    _RelativeSteps(fixed, 2).apply(torch.zeros(1, 1, 8, 8))  # same total (0.35), coarse to fine
-    assert fixed.dt_schedule == pytest.approx((0.35 * 2 / 3, 0.35 / 3))
-    _RelativeSteps(fixed, 3).apply(torch.zeros(1, 1, 8, 8))
-    assert fixed.dt_schedule == pytest.approx((0.2, 0.1, 0.05))  # the paper's schedule
-    auto = RelativeFlowInferer("auto", noise_estimator=lambda x: torch.full((x.shape[0],), 0.4), target_std=0.1,
-                               max_dt=0.5, min_dt=0.05)
-    steps = _RelativeSteps(auto, 4)
-    steps.apply(torch.zeros(1, 1, 8, 8))  # gap ln(0.4 / 0.1), template (0.4, 0.2, 0.1, 0.05) scaled
-    assert auto.dt_schedule == pytest.approx(tuple(d * np.log(4) / 0.75 for d in (0.4, 0.2, 0.1, 0.05)))
-    steps.apply(torch.zeros(1, 1, 8, 8))  # per input: recomputed from the bundle's own schedule
-    assert len(auto.dt_schedule) == 4 and sum(auto.dt_schedule) == pytest.approx(np.log(4))
+    x = torch.zeros(1, 1, 8, 8)
+    two = RelativeFlowInferer((0.2, 0.1, 0.05), num_steps=2).dt_table(x)[0]  # same total (0.35), coarse to fine
+    assert two.tolist() == pytest.approx([0.35 * 2 / 3, 0.35 / 3])
+    assert RelativeFlowInferer((0.2, 0.1, 0.05), num_steps=3).dt_table(x)[0].tolist() == pytest.approx([0.2, 0.1, 0.05])
+    # auto: each sample's own gap ln(sigma / target) in 4 steps; a sample below the target takes none
+    auto = RelativeFlowInferer("auto", noise_estimator=lambda v: torch.tensor([0.4, 0.05]), target_std=0.1,
+                               max_dt=0.5, min_dt=0.05, num_steps=4)
+    table = auto.dt_table(torch.zeros(2, 1, 8, 8))
+    assert table[0].tolist() == pytest.approx([d * np.log(4) / 0.75 for d in (0.4, 0.2, 0.1, 0.05)])
+    assert table[1].tolist() == [0.0] * 4
+    for name in ("ct_denoise", "mr_denoise"):
+        bundle = Bundle(name, str(bundles[name]))
+        denoiser = Denoiser(bundle, bundle.default_checkpoint, "cpu", steps=5)
+        inferer = getattr(denoiser.inferer, "flow_inferer", denoiser.inferer)
+        assert inferer.num_steps == 5
     bundle = Bundle("ct_restore", str(bundles["ct_restore"]))
     denoiser = Denoiser(bundle, bundle.default_checkpoint, "cpu", steps=3)
     assert denoiser.inferer.time_grid.numel() == 4 and denoiser.postfix == "restored"

@@ -15,8 +15,8 @@ from monai.bundle import ConfigParser
 from bundle_helpers import copy_configs
 
 from monai_flow.checkpoints import CheckpointError
-from monai_flow.inferers.relative import split_dt_schedule
-from monai_flow.export import FlowDenoiser, export_denoiser, load_metadata, main, relative_template_schedule
+from monai_flow.export import FlowDenoiser, export_denoiser, load_metadata, main
+from monai_flow.inferers.schedules import relative_template_schedule, split_dt_schedule
 from monai_flow.inferers import FlowInferer, RelativeFlowInferer, RestorationInferer
 from monai_flow.networks import VelocityUNet
 

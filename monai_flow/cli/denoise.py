@@ -93,31 +93,6 @@ def output_targets(item: dict, out_dir: Path, postfix: str, dicom: bool, ext: st
     return [out_dir / f"{stem}{ext}"] + ([out_dir / f"{stem}_dicom"] if dicom else [])
 
 
-class _RelativeSteps:
-    """``--steps N`` for a RelativeFlowInferer: the schedule's total dt (per volume for "auto") in N
-    coarse-to-fine steps (:func:`~monai_flow.inferers.relative.split_dt_schedule`), so the amount of noise removed stays the bundle's."""
-
-    def __init__(self, flow_inferer, steps: int) -> None:
-        self.flow_inferer, self.steps = flow_inferer, steps
-        self.original = flow_inferer.dt_schedule
-
-    def apply(self, x) -> None:
-        fi = self.flow_inferer
-        fi.dt_schedule = self.original
-        total = float(fi.dt_table(x).sum(dim=1).max())
-        if total <= 0:  # "auto" on an input already at the target noise: no step
-            return
-        from monai_flow.inferers.relative import split_dt_schedule
-
-        schedule = split_dt_schedule(total, self.steps, fi.max_dt, fi.min_dt)
-        if self.original == "auto" and schedule[0] > fi.max_dt * (1 + 1e-6):
-            from tqdm import tqdm
-
-            tqdm.write(f"monai-flow: warning: --steps {self.steps}: a step of dt={schedule[0]:.3g} exceeds the largest "
-                       f"trained step max_dt={fi.max_dt} for this input; use more steps.", file=sys.stderr)
-        fi.dt_schedule = schedule
-
-
 class Denoiser:
     """A bundle's inference pieces, applied to one item at a time."""
 
@@ -130,12 +105,10 @@ class Denoiser:
         bundle.set_device(self.device)
         if bundle.has("ckpt_path"):
             bundle.set("ckpt_path", str(checkpoint))
-        self._relative_steps = None
         if steps is not None:
-            if bundle.has("num_steps"):
-                bundle.set("num_steps", int(steps))
-            elif not bundle.has("dt_schedule"):
-                raise CLIError(f"bundle {bundle.name} has neither num_steps nor dt_schedule: --steps is not supported.")
+            if not bundle.has("num_steps"):
+                raise CLIError(f"bundle {bundle.name} has no num_steps setting: --steps is not supported.")
+            bundle.set("num_steps", int(steps))
         if roi is not None:
             if not bundle.has("roi_size"):
                 raise CLIError(f"bundle {bundle.name} has no sliding-window settings (roi_size): --roi is not "
@@ -147,8 +120,6 @@ class Denoiser:
         if roi is not None:
             self._check_roi(roi)
         self.inferer = bundle.get("inferer")
-        if steps is not None and not bundle.has("num_steps"):
-            self._relative_steps = _RelativeSteps(bundle.get("flow_inferer"), steps)
         self._split_preprocessing(bundle.get("preprocessing"))
         self._split_postprocessing(bundle.get("postprocessing"))
         dicom = bundle.find_transform("postprocessing", "SaveDicomSeriesd")
@@ -209,8 +180,6 @@ class Denoiser:
         batch = list_data_collate([data])
         x = batch["image"].to(self.device)
         with torch.no_grad():
-            if self._relative_steps is not None:
-                self._relative_steps.apply(x)
             pred = self.inferer(x, self.network)
         data["pred"] = decollate_batch(pred.detach().cpu())[0]
         return self.post(data)["pred"]

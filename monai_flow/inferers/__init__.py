@@ -10,8 +10,9 @@ denoising with a distortion-perception ``lookahead``).
 from .base import FlowInfererBase, make_noise
 from .flow import FlowInferer
 from .flow_map import FlowMapDenoiser
-from .relative import RelativeFlowInferer, relative_dt_schedule
+from .relative import RelativeFlowInferer
 from .restoration import RestorationInferer
+from .schedules import relative_dt_schedule, relative_template_schedule, split_dt_schedule
 from .sliding_window import SlidingWindowFlowInferer
 
 __all__ = [
@@ -23,4 +24,6 @@ __all__ = [
     "SlidingWindowFlowInferer",
     "make_noise",
     "relative_dt_schedule",
+    "relative_template_schedule",
+    "split_dt_schedule",
 ]

@@ -2,60 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
 
 import torch
 
+from monai_flow.flows.relative import relative_euler_step
 from monai_flow.inferers.base import Field, FlowInfererBase, Step
+from monai_flow.inferers.schedules import relative_dt_schedule, split_dt_schedule
 
-__all__ = ["RelativeFlowInferer", "relative_dt_schedule", "split_dt_schedule"]
-
-
-def relative_dt_schedule(gap: float, max_dt: float = 0.2, min_dt: float = 0.05, max_steps: int = 64) -> list[float]:
-    """Split a quality-time gap into a coarse-to-fine sequence of step sizes summing to ``gap``.
-
-    Template, read from the clean end: the last step is ``min_dt``, each earlier one doubles,
-    capped at ``max_dt`` (the largest trained dt): ``..., max_dt, max_dt, ..., 4 min_dt, 2 min_dt,
-    min_dt``. The fewest template steps whose sum reaches ``gap`` are taken and scaled down to sum
-    to ``gap`` exactly. With the defaults a gap of 0.35 gives the paper's (0.2, 0.1, 0.05); larger
-    gaps add ``max_dt`` steps in front, smaller gaps drop the coarse steps. ``gap <= 0`` gives no
-    step. Beyond ``max_steps`` the schedule is truncated with a warning (the gap is not closed).
-    """
-    if not max_dt > 0 or not 0 < min_dt <= max_dt:
-        raise ValueError(f"need 0 < min_dt <= max_dt, got min_dt={min_dt}, max_dt={max_dt}.")
-    if not math.isfinite(gap):
-        raise ValueError(f"gap must be finite, got {gap} (check the noise estimate and target_std).")
-    if gap <= 0:
-        return []
-    template: list[float] = []  # clean end first
-    total = 0.0
-    while total < gap * (1 - 1e-12):
-        if len(template) == max_steps:
-            warnings.warn(
-                f"relative_dt_schedule: gap {gap:.3g} needs more than max_steps={max_steps} steps; truncated."
-            )
-            return template[::-1]
-        template.append(min(max_dt, min_dt * 2.0 ** len(template)))
-        total += template[-1]
-    scale = gap / total
-    return [d * scale for d in reversed(template)]
-
-
-def split_dt_schedule(total: float, steps: int, max_dt: float = 0.2, min_dt: float = 0.05) -> list[float]:
-    """``steps`` coarse-to-fine step sizes summing to ``total``: the template of
-    :func:`relative_dt_schedule` (from the clean end ``min_dt``, doubling, capped at ``max_dt``)
-    cut to ``steps`` entries and scaled. A total of 0.35 in 3 steps is the paper's
-    (0.2, 0.1, 0.05); 1 step is ``(total,)``. Changing ``steps`` keeps the noise removed (``total``).
-    """
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}.")
-    if not total > 0 or not math.isfinite(total):
-        raise ValueError(f"total must be a finite dt > 0, got {total}.")
-    template = [min(max_dt, min_dt * 2.0**k) for k in range(int(steps))][::-1]
-    scale = total / sum(template)
-    return [d * scale for d in template]
+__all__ = ["RelativeFlowInferer"]
 
 
 class RelativeFlowInferer(FlowInfererBase):
@@ -69,16 +25,21 @@ class RelativeFlowInferer(FlowInfererBase):
         dt_schedule: fixed step sizes applied to every input (paper default ``(0.2, 0.1, 0.05)``),
             or ``"auto"``: per-sample schedule from the input's noise level (our improvement over
             the paper's fixed schedule). The quality gap ``ln(sigma_hat / target_std)`` (clamped
-            at >= 0) is split by :func:`relative_dt_schedule` into halving steps capped at
-            ``max_dt`` (a gap of 0.35 gives the paper's schedule). Samples of a
-            batch may need different numbers of steps: all run in one batch for the longest
+            at >= 0) is split by :func:`~monai_flow.inferers.schedules.relative_dt_schedule` into
+            halving steps capped at ``max_dt`` (a gap of 0.35 gives the paper's schedule). Samples of
+            a batch may need different numbers of steps: all run in one batch for the longest
             schedule and finished samples take ``dt = 0`` steps, whose update factor
             ``e^0 - 1 = 0`` leaves them exactly unchanged (they still cost a network evaluation).
+        num_steps: if given, the schedule's total (the sum of a fixed ``dt_schedule``, or each
+            sample's gap with ``"auto"``) is taken in exactly ``num_steps`` coarse-to-fine steps
+            (:func:`~monai_flow.inferers.schedules.split_dt_schedule`): more steps follow the flow
+            more closely, the noise removed stays the same.
         noise_estimator: ``auto`` only; ``Callable[[Tensor (B, C, *spatial)], Tensor (B,)]``
             returning the per-sample noise std, e.g. ``monai_flow.transforms`` estimators.
         target_std: ``auto`` only; noise std regarded as clean (same units as the estimator).
-        max_dt: ``auto`` only; largest step (the largest dt the network was trained on).
-        min_dt: ``auto`` only; the final (finest) step of the template, see :func:`relative_dt_schedule`.
+        max_dt: the largest step (the largest dt the network was trained on); ``auto`` schedules
+            stay below it, and a ``num_steps`` split that exceeds it warns.
+        min_dt: the final (finest) step of the template.
         max_steps: ``auto`` only; upper bound on the number of steps.
         progress: tqdm bar over the steps.
     """
@@ -92,8 +53,10 @@ class RelativeFlowInferer(FlowInfererBase):
         min_dt: float = 0.05,
         max_steps: int = 64,
         progress: bool = False,
+        num_steps: int | None = None,
     ) -> None:
         super().__init__(guidance_scale=1.0, progress=progress)
+        relative_dt_schedule(0.0, max_dt, min_dt)  # validates max_dt / min_dt
         if isinstance(dt_schedule, str):
             if dt_schedule != "auto":
                 raise ValueError(f"dt_schedule must be a sequence of floats or 'auto', got {dt_schedule!r}.")
@@ -102,46 +65,55 @@ class RelativeFlowInferer(FlowInfererBase):
                     "dt_schedule='auto' needs noise_estimator (callable) and target_std > 0, "
                     f"got noise_estimator={noise_estimator!r}, target_std={target_std!r}."
                 )
-            relative_dt_schedule(0.0, max_dt, min_dt)  # validates max_dt / min_dt
             self.dt_schedule: tuple[float, ...] | str = "auto"
         else:
             dts = tuple(float(d) for d in dt_schedule)
             if not dts or any(not d > 0 for d in dts):
                 raise ValueError(f"dt_schedule must be a non-empty sequence of dt > 0, got {dt_schedule!r}.")
             self.dt_schedule = dts
+        if num_steps is not None and (isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 1):
+            raise ValueError(f"num_steps must be an integer >= 1 or None, got {num_steps!r}.")
+        self.num_steps = None if num_steps is None else int(num_steps)
         self.noise_estimator = noise_estimator
         self.target_std = target_std
         self.max_dt, self.min_dt, self.max_steps = max_dt, min_dt, max_steps
 
-    def dt_table(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Step sizes as a (B, K) tensor (K steps; finished samples padded with 0)."""
+    def _rows(self, inputs: torch.Tensor) -> list[list[float]]:
+        """One schedule per sample (before the ``num_steps`` split)."""
         b = inputs.shape[0]
         if self.dt_schedule != "auto":
-            return torch.tensor(self.dt_schedule, dtype=torch.float64).expand(b, -1)
+            return [list(self.dt_schedule)] * b
         sigma = torch.as_tensor(self.noise_estimator(inputs)).detach().double().reshape(-1).cpu()  # type: ignore[misc]
         if sigma.numel() == 1:
             sigma = sigma.expand(b)
         if sigma.numel() != b:
             raise ValueError(f"noise_estimator must return shape (B,)=({b},), got {sigma.numel()} values.")
         gaps = torch.log(sigma.clamp_min(1e-30) / self.target_std).clamp_min(0.0)  # type: ignore[operator]
-        rows = [relative_dt_schedule(float(g), self.max_dt, self.min_dt, self.max_steps) for g in gaps]
+        return [relative_dt_schedule(float(g), self.max_dt, self.min_dt, self.max_steps) for g in gaps]
+
+    def dt_table(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Step sizes as a (B, K) tensor (K steps; finished samples padded with 0)."""
+        rows = self._rows(inputs)
+        if self.num_steps is not None:
+            rows = [split_dt_schedule(sum(r), self.num_steps, self.max_dt, self.min_dt) if r else [] for r in rows]
+            largest = max((r[0] for r in rows if r), default=0.0)
+            if largest > self.max_dt * (1 + 1e-6):
+                warnings.warn(f"num_steps={self.num_steps}: a step of dt={largest:.3g} exceeds the largest trained "
+                              f"step max_dt={self.max_dt}; use more steps.", stacklevel=2)
         k = max((len(r) for r in rows), default=0)
-        table = torch.zeros(b, k, dtype=torch.float64)
+        table = torch.zeros(len(rows), k, dtype=torch.float64)
         for i, r in enumerate(rows):
             table[i, : len(r)] = torch.tensor(r, dtype=torch.float64)
         return table
 
     def step_sequence(self, inputs: torch.Tensor) -> list[Step]:
-        """One ``(dt,)`` per step: 0-d for a fixed schedule, (B,) in ``auto`` mode."""
+        """One ``(dt,)`` per step: 0-d when every sample shares the schedule, (B,) in ``auto`` mode."""
         table = self.dt_table(inputs).to(device=inputs.device, dtype=torch.promote_types(inputs.dtype, torch.float32))
         if self.dt_schedule != "auto":
             return [(table[0, k],) for k in range(table.shape[1])]
         return [(table[:, k],) for k in range(table.shape[1])]
 
     def apply_step(self, f: Field, x: torch.Tensor, step: Step) -> torch.Tensor:
-        """``x + (e^{dt} - 1) f(x, dt)``, dt 0-d or per sample (B,)."""
+        """:func:`~monai_flow.flows.relative.relative_euler_step` with ``f(x, dt)``, dt 0-d or (B,)."""
         dt = step[0]
-        factor = torch.expm1(dt)
-        if factor.ndim == 1:
-            factor = factor.reshape(-1, *([1] * (x.ndim - 1)))
-        return torch.addcmul(x, factor, f(x, dt))
+        return relative_euler_step(x, f(x, dt), dt)
