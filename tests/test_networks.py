@@ -203,3 +203,28 @@ def test_slice_wise_runs_a_2d_network_on_volumes_slice_by_slice():
         torch.testing.assert_close(wrapped(vol3[..., 0], 0.3), net(vol3[..., 0], 0.3))  # 2D passes through
     with pytest.raises(ValueError, match="SliceWise expects"):
         wrapped(torch.zeros(1, 1, 8), 0.1)
+
+
+@pytest.mark.parametrize("mask_channels", [0, 1])
+def test_without_mid_attention_the_cost_is_linear_in_the_pixels(mask_channels):
+    """Counted FLOPs: 4x the pixels cost exactly 4x without the middle self-attention, more with it
+    (attention is quadratic in the tokens of the lowest level)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    kw = dict(channels=(8, 8, 8), attention_levels=(False, False, False), num_res_blocks=1, norm_num_groups=4,
+              mask_channels=mask_channels)
+
+    def flops(net, size):
+        mask = {"mask": torch.zeros(1, 1, size, size)} if mask_channels else {}
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            net(torch.randn(1, 1, size, size), torch.tensor([0.3]), **mask)
+        return counter.get_total_flops()
+
+    for mid in (True, False):
+        net = VelocityUNet(2, mid_attention=mid, **kw).eval()
+        ratio = flops(net, 64) / flops(net, 32)
+        assert (ratio == pytest.approx(4.0, rel=1e-3)) != mid, (mid, ratio)
+        assert any("middle_block.attention" in k for k in net.state_dict()) == mid
+    with pytest.raises(ValueError, match="mid_attention"):
+        VelocityUNet(2, channels=(8, 8), attention_levels=(False, True), norm_num_groups=4, num_classes=2,
+                     class_conditioning="cross_attention", mid_attention=False)
