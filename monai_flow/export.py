@@ -58,7 +58,8 @@ import torch.nn as nn
 
 from monai_flow.atomic import write_atomically
 from monai_flow.inferers import RelativeFlowInferer, RestorationInferer
-from monai_flow.inferers.schedules import relative_template_schedule, split_dt_schedule
+from monai_flow.checkpoints import load_network_weights
+from monai_flow.inferers.schedules import relative_template_schedule
 
 __all__ = ["FlowDenoiser", "METADATA_FILE", "export_denoiser", "load_metadata"]
 
@@ -175,20 +176,6 @@ def _intensity(parser) -> dict[str, Any] | None:
     return None
 
 
-def _resolve_bundle(bundle: str, bundle_root: str | None) -> tuple[str, Path]:
-    if bundle_root is None and os.path.isdir(bundle) and os.path.isdir(os.path.join(bundle, "configs")):
-        bundle_root = bundle
-        bundle = Path(bundle).resolve().name
-    if bundle_root is None:
-        from monai_flow.bundle_support import bundle_root as find_root
-
-        bundle_root = find_root(bundle)
-    root = Path(bundle_root).expanduser()
-    if not (root / "configs" / "inference.json").is_file():
-        raise FileNotFoundError(f"no configs/inference.json in bundle folder {root} (bundle '{bundle}').")
-    return bundle, root
-
-
 def export_denoiser(
     bundle: str,
     output: str,
@@ -207,7 +194,7 @@ def export_denoiser(
         checkpoint: network weights (a state_dict or a training checkpoint with ``"model"``);
             default: the bundle's ``ckpt_path`` (``models/model.pt``).
         steps: number of solver steps; default: the bundle's schedule. RelativeFlow: the
-            bundle's total dt in ``steps`` coarse-to-fine steps (:func:`split_dt_schedule`, as
+            bundle's total dt in ``steps`` coarse-to-fine steps (``RelativeFlowInferer(num_steps=...)``, as
             ``monai-flow denoise --steps``), or for an ``auto`` bundle the ``steps``-step template
             of :func:`relative_template_schedule`; IR-Flow: ``steps`` uniform steps from t = 0 to 1.
         bundle_root: the bundle folder holding ``configs/`` (default: found from ``bundle``).
@@ -219,9 +206,7 @@ def export_denoiser(
         the path written. Raises ``FileExistsError``, ``FileNotFoundError``, or ``ValueError``
         (``monai_flow.checkpoints.CheckpointError`` for weights that do not fit) with the reason.
     """
-    from monai.bundle import ConfigParser
-
-    from monai_flow.checkpoints import load_network_weights
+    from monai_flow.bundle import Bundle
 
     out = Path(output).expanduser()
     if out.exists() and not overwrite:
@@ -232,15 +217,12 @@ def export_denoiser(
         raise FileNotFoundError(f"the folder of {out} does not exist.")
     if steps is not None and dt_schedule is not None:
         raise ValueError("give steps or dt_schedule, not both.")
-    name, root = _resolve_bundle(bundle, bundle_root)
-
-    parser = ConfigParser()
-    parser.read_config(str(root / "configs" / "inference.json"))
-    parser["bundle_root"] = str(root)
+    config = Bundle(bundle, bundle_root)
+    name, parser = config.name, config.parser
     for key in ("network_def", "flow_inferer"):
-        if key not in parser:
+        if not config.has(key):
             raise ValueError(f"bundle '{name}' has no '{key}' in configs/inference.json: not a flow denoising bundle.")
-    inferer = parser.get_parsed_content("flow_inferer")
+    inferer = config.get("flow_inferer")
     if not isinstance(inferer, (RelativeFlowInferer, RestorationInferer)):
         raise ValueError(
             f"bundle '{name}' infers with {type(inferer).__name__}; export supports RelativeFlow denoising "
@@ -249,14 +231,13 @@ def export_denoiser(
     if isinstance(inferer, RelativeFlowInferer):
         if dt_schedule is not None:
             schedule = [float(d) for d in dt_schedule]
-        elif steps is not None and inferer.dt_schedule != "auto":  # the bundle's total dt in `steps` steps
-            schedule = split_dt_schedule(sum(inferer.dt_schedule), steps, inferer.max_dt, inferer.min_dt)
+        elif inferer.dt_schedule != "auto":  # the bundle's total dt, in `steps` steps if given
+            fixed = RelativeFlowInferer(inferer.dt_schedule, max_dt=inferer.max_dt, min_dt=inferer.min_dt, num_steps=steps)
+            schedule = fixed.dt_table(torch.zeros(1))[0].tolist()
         elif steps is not None:  # an adaptive schedule has no fixed total: the N-step template
             schedule = relative_template_schedule(steps, inferer.max_dt, inferer.min_dt)
-        elif inferer.dt_schedule == "auto":
-            raise ValueError(f"bundle '{name}' uses dt_schedule='auto', which cannot be exported: pass steps=N or dt_schedule=[...].")
         else:
-            schedule = list(inferer.dt_schedule)
+            raise ValueError(f"bundle '{name}' uses dt_schedule='auto', which cannot be exported: pass steps=N or dt_schedule=[...].")
         inferer = RelativeFlowInferer(schedule, max_dt=inferer.max_dt, min_dt=inferer.min_dt)
     else:
         if dt_schedule is not None:
@@ -264,8 +245,8 @@ def export_denoiser(
         grid = None if steps is not None else inferer.time_grid.tolist()
         inferer = RestorationInferer(num_steps=steps or 1, solver=inferer.solver, target=inferer.target, time_grid=grid)
 
-    network = parser.get_parsed_content("network_def")
-    ckpt = Path(checkpoint).expanduser() if checkpoint is not None else Path(parser.get_parsed_content("ckpt_path"))
+    network = config.get("network_def")
+    ckpt = Path(checkpoint).expanduser() if checkpoint is not None else Path(config.get("ckpt_path"))
     load_network_weights(network, ckpt, map_location="cpu")
     torch_device = torch.device(device)
     denoiser = FlowDenoiser(network, inferer).to(torch_device).eval()

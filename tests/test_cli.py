@@ -241,7 +241,7 @@ def test_mr_bundle_sliding_window_and_steps(tmp_path, capsys, bundles):
 
 
 def test_steps_split_the_relative_schedule_and_set_uniform_restoration_steps(bundles):
-    from monai_flow.cli.bundle import Bundle
+    from monai_flow.bundle import Bundle
     from monai_flow.cli.denoise import Denoiser
     from monai_flow.inferers import RelativeFlowInferer
 

@@ -14,6 +14,7 @@ from monai.bundle import ConfigParser
 
 from bundle_helpers import copy_configs
 
+from monai_flow.bundle import BundleError
 from monai_flow.checkpoints import CheckpointError
 from monai_flow.export import FlowDenoiser, export_denoiser, load_metadata, main
 from monai_flow.inferers.schedules import relative_template_schedule, split_dt_schedule
@@ -111,7 +112,7 @@ def test_defaults_overwrite_and_errors(bundle, tmp_path):
         export_denoiser("ct_denoise", str(tmp_path / "x.ts"), bundle_root=str(root))
     with pytest.raises(ValueError, match="steps or dt_schedule"):
         export_denoiser("ct_denoise", str(tmp_path / "x.ts"), checkpoint=str(ckpt), steps=2, dt_schedule=[0.1], bundle_root=str(root))
-    with pytest.raises(FileNotFoundError, match="inference.json"):
+    with pytest.raises(BundleError, match="inference.json"):
         export_denoiser("ct_denoise", str(tmp_path / "x.ts"), checkpoint=str(ckpt), bundle_root=str(tmp_path))
     config = json.loads((root / "configs" / "inference.json").read_text())
     (root / "configs" / "inference.json").write_text(json.dumps({**config, "dt_schedule": "auto"}))

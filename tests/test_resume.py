@@ -24,7 +24,7 @@ from monai.handlers import CheckpointLoader
 
 from bundle_helpers import BUNDLES, copy_configs
 
-from monai_flow.bundle_support import TrainingCheckpointSaver, atomic_torch_save, latest_checkpoint
+from monai_flow.checkpoints import TrainingCheckpointSaver, latest_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -107,7 +107,7 @@ def test_latest_checkpoint_orders_by_stored_iteration(tmp_path):
 
 def test_atomic_save_never_leaves_a_partial_file(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint_epoch=1.pt"
-    atomic_torch_save({"a": torch.ones(3)}, path)
+    save_checkpoint({"a": torch.ones(3)}, path)
     assert oct(path.stat().st_mode & 0o777) == oct(0o644)
 
     def crash(obj, f, *args, **kwargs):  # the process dies halfway through writing
@@ -116,7 +116,7 @@ def test_atomic_save_never_leaves_a_partial_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(KeyboardInterrupt):
-        atomic_torch_save({"a": torch.zeros(3)}, path)
+        save_checkpoint({"a": torch.zeros(3)}, path)
     monkeypatch.undo()
     assert names(tmp_path) == ["checkpoint_epoch=1.pt"]  # no temporary left, the old file intact
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(3))
@@ -170,7 +170,7 @@ def test_every_bundle_saves_iteration_checkpoints():
         for files, key in (([train], "train#checkpoint_handlers"), ([train, root / "multi_gpu_train.json"], "train#checkpoint_handlers_all")):
             parser = ConfigParser()
             parser.read_config([str(f) for f in files])
-            savers = [h for h in parser[key] if h["_target_"] == "monai_flow.bundle_support.TrainingCheckpointSaver"]
+            savers = [h for h in parser[key] if h["_target_"] == "monai_flow.checkpoints.TrainingCheckpointSaver"]
             assert len(savers) == 1 and savers[0]["iteration_interval"] == "@checkpoint_every", (train, key)
             assert isinstance(parser["checkpoint_every"], int) and parser["checkpoint_every"] > 0
             assert savers[0]["save_dict"] == "@checkpoint_dict" and "trainer" in parser["checkpoint_dict"]

@@ -87,7 +87,7 @@ def test_links_point_at_existing_files():
     assert anchors and set(anchors) <= headings, (anchors, headings)
 
 
-@pytest.mark.parametrize("name", ["monai_flow.export", "monai_flow.bundle_support"])
+@pytest.mark.parametrize("name", ["monai_flow.export", "monai_flow.checkpoints", "monai_flow.bundle"])
 def test_api_names_in_the_overview_exist(name):
     import importlib
 

@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-__all__ = ["CheckpointError", "load_network_weights", "weights_target"]
+from .unwrap import unwrap_network
+
+__all__ = ["CheckpointError", "load_network_weights", "read_checkpoint"]
 
 WEIGHT_KEYS = ("model", "network", "state_dict")
 _MAX_LISTED = 5
@@ -30,27 +32,12 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable, unsafe or does not fit the network."""
 
 
-def weights_target(network: nn.Module) -> nn.Module:
-    """The module whose ``state_dict`` a checkpoint holds.
-
-    ``DataParallel`` / ``DistributedDataParallel`` are unwrapped (``.module``), and
-    :class:`monai_flow.networks.SliceWise` loads into the 2D network it wraps (``.network``), as the
-    bundles' ``CheckpointLoader`` does with ``network_def``.
-    """
-    from monai_flow.networks import SliceWise
-
-    while True:
-        if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            network = network.module
-        elif isinstance(network, SliceWise):
-            network = network._modules["network"]
-        else:
-            return network
-
-
-def _read(path: Path, map_location) -> object:
+def read_checkpoint(path: str | os.PathLike, map_location="cpu", mmap: bool = False) -> object:
+    """``torch.load(path, weights_only=True)`` with a :class:`CheckpointError` naming the file and the
+    problem (corrupt or truncated file, or content other than tensors and plain containers)."""
+    path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         message = str(e)
         detail = message.split("WeightsUnpickler error:", 1)[-1].strip()
@@ -137,7 +124,7 @@ def load_network_weights(network: nn.Module, path: str | os.PathLike, map_locati
 
     Args:
         network: the module to load into; ``SliceWise`` and ``DataParallel`` wrappers load into
-            the wrapped network (:func:`weights_target`).
+            the wrapped network (:func:`~monai_flow.checkpoints.unwrap_network`).
         path: a ``.pt`` file written by ``torch.save``: a ``state_dict``, or a dict holding it
             under ``key`` or, without ``key``, under ``"model"``, ``"network"`` or ``"state_dict"``.
             A ``module.`` (DDP) or ``network.`` (a saved ``SliceWise``) prefix is removed.
@@ -154,7 +141,7 @@ def load_network_weights(network: nn.Module, path: str | os.PathLike, map_locati
         raise CheckpointError(f"checkpoint {path} does not exist.")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file (expected a .pt file written by torch.save).")
-    target = weights_target(network)
-    state = _strip_prefix(_state_dict(_read(path, map_location), path, key), target.state_dict())
+    target = unwrap_network(network)
+    state = _strip_prefix(_state_dict(read_checkpoint(path, map_location), path, key), target.state_dict())
     _check_fit(state, target, path)
     target.load_state_dict(state, strict=True)

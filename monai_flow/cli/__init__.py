@@ -13,7 +13,7 @@ import re
 import sys
 import traceback
 
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, CLIError, print_error
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CLIError, print_error
 
 __all__ = ["build_parser", "main"]
 
@@ -100,5 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if verbose:
             traceback.print_exc()
+        if _is_setup_error(e):  # a bundle or checkpoint that cannot be used, found before any work
+            print_error(str(e))
+            return EXIT_USAGE
         print_error(f"{type(e).__name__}: {e}" + ("" if verbose else " (run with --verbose for the traceback)"))
         return EXIT_FAILED
+
+
+def _is_setup_error(error: Exception) -> bool:
+    from monai_flow.bundle import BundleError
+    from monai_flow.checkpoints import CheckpointError
+
+    return isinstance(error, (BundleError, CheckpointError))

@@ -9,20 +9,15 @@ atomically (:mod:`monai_flow.cli.safe_io`).
 from __future__ import annotations
 
 import argparse
-import sys
-import traceback
-from pathlib import Path
 
-from .arguments import positive_int
-from .bundle import Bundle, parse_device
-from .errors import EXIT_FAILED, EXIT_OK, CLIError, InputError, print_error
-from .inputs import check_modality, check_nifti_item, check_volume, discover, display_name, input_paths
-from .safe_io import OutputFolder, Staged, refuse_existing, refuse_inputs, resolved
+from monai_flow.bundle import Bundle
 
-__all__ = ["BUNDLES", "Denoiser", "add_parser", "denoise_items", "run"]
+from .arguments import parse_device, positive_int
+from .inputs import discover
+from .pipeline import BUNDLES, Denoiser, add_bundle_options, denoise_items, output_naming, output_targets, plan_outputs, report
+from .safe_io import OutputFolder
 
-BUNDLES = ("ct_denoise", "mr_denoise", "ct_restore")
-_MODALITY = {"ct_denoise": "CT", "ct_restore": "CT", "mr_denoise": "MR"}
+__all__ = ["add_parser", "run"]
 
 DESCRIPTION = """\
 Denoise (ct_denoise, mr_denoise) or restore (ct_restore) CT/MR volumes with a trained bundle.
@@ -54,15 +49,6 @@ coarse-to-fine steps of quality time (the inferer's template shape: 3 steps of a
 same. Without --steps the bundle's schedule is used as is."""
 
 
-def add_bundle_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", metavar="PATH",
-                   help="network weights (.pt state_dict); default: the bundle's models/model.pt")
-    p.add_argument("--device", metavar="DEV", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
-    p.add_argument("--bundle-root", metavar="PATH",
-                   help="bundle folder holding configs/ (default: this repository's bundles/<name>)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
-
-
 def add_parser(subparsers, parents) -> None:
     p = subparsers.add_parser("denoise", parents=parents, help="denoise or restore CT/MR volumes with a bundle",
                               description=DESCRIPTION, epilog=EPILOG,
@@ -79,170 +65,6 @@ def add_parser(subparsers, parents) -> None:
                    help="process DICOM series whose Modality tag differs from the bundle's (CT/MR)")
     add_bundle_options(p)
     p.set_defaults(func=run)
-
-
-def output_naming(bundle: Bundle) -> tuple[str, str]:
-    """The bundle's ``SaveImaged`` postfix (``denoised``, ``restored``) and extension (``.nii.gz``)."""
-    saver = bundle.find_transform("postprocessing", "SaveImaged")
-    return str(bundle.setting(saver, "output_postfix", "denoised")), str(bundle.setting(saver, "output_ext", ".nii.gz"))
-
-
-def output_targets(item: dict, out_dir: Path, postfix: str, dicom: bool, ext: str = ".nii.gz") -> list[Path]:
-    """``<name>_<postfix>.nii.gz`` (and ``<name>_<postfix>_dicom/``) in ``out_dir``."""
-    stem = f"{item['name']}_{postfix}"
-    return [out_dir / f"{stem}{ext}"] + ([out_dir / f"{stem}_dicom"] if dicom else [])
-
-
-class Denoiser:
-    """A bundle's inference pieces, applied to one item at a time."""
-
-    def __init__(self, bundle: Bundle, checkpoint: Path, device: str | None = None, steps: int | None = None,
-                 roi: list[int] | None = None) -> None:
-        import torch
-
-        self.bundle = bundle
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        bundle.set_device(self.device)
-        if bundle.has("ckpt_path"):
-            bundle.set("ckpt_path", str(checkpoint))
-        if steps is not None:
-            if not bundle.has("num_steps"):
-                raise CLIError(f"bundle {bundle.name} has no num_steps setting: --steps is not supported.")
-            bundle.set("num_steps", int(steps))
-        if roi is not None:
-            if not bundle.has("roi_size"):
-                raise CLIError(f"bundle {bundle.name} has no sliding-window settings (roi_size): --roi is not "
-                               "supported.")
-            if bundle.has("use_sliding_window"):
-                bundle.set("use_sliding_window", True)
-            bundle.set("roi_size", [int(r) for r in roi])
-        self.network = bundle.load_network(checkpoint, self.device)
-        if roi is not None:
-            self._check_roi(roi)
-        self.inferer = bundle.get("inferer")
-        self._split_preprocessing(bundle.get("preprocessing"))
-        self._split_postprocessing(bundle.get("postprocessing"))
-        dicom = bundle.find_transform("postprocessing", "SaveDicomSeriesd")
-        self.modality = bundle.setting(dicom, "modality", _MODALITY.get(bundle.name))
-        self.series_description = bundle.setting(dicom, "series_description", f"monai-flow {bundle.name}")
-
-    def _check_roi(self, roi: list[int]) -> None:
-        divisor = getattr(self.network, "spatial_divisor", None)
-        if divisor is None:
-            return
-        per_axis = tuple(divisor) if isinstance(divisor, (tuple, list)) else (int(divisor),) * len(roi)
-        if len(per_axis) != len(roi) or any(r % d for r, d in zip(roi, per_axis)):
-            suggest = " ".join(str(-(-r // d) * d) for r, d in zip(roi, per_axis))
-            raise CLIError(f"--roi {' '.join(map(str, roi))} is not divisible by the network's downsampling factor "
-                           f"{per_axis} per axis (spatial_divisor of bundle {self.bundle.name}); use multiples, "
-                           f"e.g. --roi {suggest}.")
-
-    def _split_preprocessing(self, preprocessing) -> None:
-        from monai.transforms import Compose, LoadImaged
-
-        transforms = list(preprocessing.flatten().transforms)
-        if not transforms or not isinstance(transforms[0], LoadImaged):
-            raise CLIError(f"bundle {self.bundle.name}: preprocessing must start with LoadImaged.")
-        self.preprocessing = preprocessing  # inverted by the postprocessing's Invertd
-        self.load, self.prepare = transforms[0], Compose(transforms[1:])
-
-    def _split_postprocessing(self, postprocessing) -> None:
-        import torch
-        from monai.transforms import Compose, SaveImage, SaveImaged
-
-        from monai_flow.data import SaveDicomSeriesd
-
-        transforms = list(postprocessing.flatten().transforms) if postprocessing is not None else []
-        savers = [t for t in transforms if isinstance(t, SaveImaged)]
-        self.post = Compose([t for t in transforms if not isinstance(t, (SaveImaged, SaveDicomSeriesd))])
-        self.saver = savers[0].saver if savers else SaveImage(output_ext=".nii.gz", resample=False,
-                                                             output_dtype=torch.float32, separate_folder=False)
-        self.saver.set_options(write_kwargs={"verbose": False})  # its log would name the temporary file
-        self.postfix, self.ext = output_naming(self.bundle)
-
-    def targets(self, item: dict, out_dir: Path, dicom: bool) -> list[Path]:
-        return output_targets(item, out_dir, self.postfix, dicom, self.ext)
-
-    def predict(self, item: dict, force_modality: bool = False):
-        """The postprocessed prediction (a channel-first MetaTensor on the input's grid)."""
-        import torch
-        from monai.data import decollate_batch, list_data_collate
-
-        what = f"bundle {self.bundle.name}"
-        check_nifti_item(item)
-        check_modality(item, self.modality, force_modality, what)
-        try:
-            data = self.load(dict(item))
-        except Exception as e:
-            raise InputError(f"cannot read the image: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
-        check_volume(data["image"], need_3d=True, what=what)
-        data = self.prepare(data)
-        batch = list_data_collate([data])
-        x = batch["image"].to(self.device)
-        with torch.no_grad():
-            pred = self.inferer(x, self.network)
-        data["pred"] = decollate_batch(pred.detach().cpu())[0]
-        return self.post(data)["pred"]
-
-    def write(self, item: dict, pred, targets: list[Path], out: OutputFolder, overwrite: bool) -> list[Path]:
-        """Write NIfTI (and DICOM) outputs of one input atomically; returns the written paths."""
-        from monai_flow.data import write_dicom_series
-
-        with Staged(overwrite) as staged:
-            out.ensure(targets[0].parent)
-            tmp = staged.file(targets[0], self.ext)
-            self.saver(pred, filename=str(tmp)[: -len(self.ext)])
-            if len(targets) > 1:
-                template = input_paths(item)[0] if item.get("format") == "dicom" else None
-                write_dicom_series(pred, staged.folder(targets[1]), modality=self.modality, template=template,
-                                   series_description=self.series_description)
-            return staged.commit()
-
-
-def denoise_items(denoiser: Denoiser, items: list[dict], out: OutputFolder, dicom: bool, overwrite: bool,
-                  force_modality: bool = False, verbose: bool = False) -> tuple[list[Path], list[tuple[dict, str]]]:
-    """Denoise ``items`` one at a time; returns (written paths, [(item, reason) of failed inputs])."""
-    from tqdm import tqdm
-
-    written, failed = [], []
-    bar = tqdm(items, desc=f"{denoiser.bundle.name}", unit="input", file=sys.stderr, disable=None)
-    for item in bar:
-        try:
-            pred = denoiser.predict(item, force_modality)
-            written += denoiser.write(item, pred, denoiser.targets(item, out.path, dicom), out, overwrite)
-        except InputError as e:
-            failed.append((item, str(e)))
-            tqdm.write(f"monai-flow: failed: {display_name(item)}: {e}", file=sys.stderr)
-        except Exception as e:  # one bad input must not stop the batch
-            failed.append((item, f"{type(e).__name__}: {e}"))
-            tqdm.write(f"monai-flow: failed: {display_name(item)}: {type(e).__name__}: {e}", file=sys.stderr)
-            if verbose:
-                traceback.print_exc()
-    return written, failed
-
-
-def plan_outputs(items: list[dict], out: OutputFolder, targets_of, input_arg: str, overwrite: bool) -> None:
-    """Refuse outputs that hit an input, or exist (without ``overwrite``), before any work."""
-    if resolved(out.path) == resolved(input_arg):
-        kind = "folder" if Path(input_arg).is_dir() else "file"
-        raise CLIError(f"output {out.path} is the input {kind}: inputs are never overwritten; choose another "
-                       "output folder.")
-    targets = [t for it in items for t in targets_of(it)]
-    sources = [p for it in items for p in input_paths(it)]
-    refuse_inputs([out.path, *targets], sources, root=out.path)
-    refuse_existing(targets, overwrite)
-
-
-def report(written: list[Path], failed: list[tuple[dict, str]], total: int, out: Path, verb: str) -> int:
-    for path in written:
-        print(f"wrote {path}")
-    if failed:
-        print_error(f"{len(failed)} of {total} input(s) failed ({total - len(failed)} {verb} into {out}):")
-        for item, reason in failed:
-            print(f"  {display_name(item)}: {reason}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"{verb} {total} input(s) into {out}")
-    return EXIT_OK
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from .arguments import positive_int
-from .denoise import BUNDLES
+from .pipeline import BUNDLES
 from .errors import EXIT_OK, CLIError
 
 __all__ = ["add_parser", "run"]

@@ -7,7 +7,7 @@
 - :class:`FlowMap`: MeanFlow flow-map objective for the distortion-perception denoiser.
 """
 
-from .base import FlowObjective, unwrap_network
+from .base import FlowObjective
 from .conditional_ot import ConditionalFlowMatching
 from .coupling import ot_permutation
 from .curriculum import DtCurriculum
@@ -24,7 +24,6 @@ __all__ = [
     "restoration_step",
     "RESTORATION_TARGETS",
     "FlowObjective",
-    "unwrap_network",
     "ConditionalFlowMatching",
     "ot_permutation",
     "DtCurriculum",

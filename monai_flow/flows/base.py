@@ -15,14 +15,7 @@ from typing import Any
 import torch
 from monai.utils import convert_to_tensor
 
-__all__ = ["FlowObjective", "degradation_kwargs", "unwrap_network"]
-
-
-def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
-    """Return the module inside ``DataParallel``/``DistributedDataParallel`` wrappers."""
-    while hasattr(network, "module") and isinstance(network.module, torch.nn.Module):
-        network = network.module
-    return network
+__all__ = ["FlowObjective", "degradation_kwargs"]
 
 
 def degradation_kwargs(data: Mapping[str, Any], keys: Mapping[str, str] | None, like: torch.Tensor) -> dict[str, Any]:

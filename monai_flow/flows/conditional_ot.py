@@ -8,7 +8,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import FlowObjective, unwrap_network
+from monai_flow.checkpoints import unwrap_network
+
+from .base import FlowObjective
 from .coupling import ot_permutation
 from .paths import CondOTProbPath
 from .time import TimeSampler, get_time_sampler

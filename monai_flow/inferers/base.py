@@ -26,6 +26,8 @@ from monai.inferers import Inferer
 from monai.utils import convert_to_dst_type
 from tqdm import tqdm
 
+from monai_flow.checkpoints import unwrap_network
+
 __all__ = ["FlowInfererBase", "Step", "make_noise", "select_batch"]
 
 Step = tuple[torch.Tensor, ...]
@@ -111,7 +113,7 @@ class FlowInfererBase(Inferer):
             return network(x, t, **cond, **extra)
         if w == 0.0:
             return network(x, t, **extra)
-        null_label = getattr(getattr(network, "module", network), "null_class", None)
+        null_label = getattr(unwrap_network(network, slice_wise=False), "null_class", None)
         if class_labels is not None and null_label is None:
             v_c = network(x, t, **cond, **extra)
             v_u = network(x, t, **extra)

@@ -10,6 +10,7 @@ from monai.inferers import Inferer, sliding_window_inference
 from monai.utils import convert_to_dst_type, fall_back_tuple
 from tqdm import tqdm
 
+from monai_flow.checkpoints import unwrap_network
 from monai_flow.inferers.base import FlowInfererBase, Step, plain, select_batch
 
 __all__ = ["SlidingWindowFlowInferer"]
@@ -97,7 +98,7 @@ class SlidingWindowFlowInferer(Inferer):
         roi = tuple(fall_back_tuple(self.roi_size, spatial))
         if len(roi) != len(spatial):
             raise ValueError(f"roi_size must have {len(spatial)} entries for this input, got {self.roi_size}.")
-        divisor = getattr(getattr(network, "module", network), "spatial_divisor", None)
+        divisor = getattr(unwrap_network(network, slice_wise=False), "spatial_divisor", None)
         if divisor:
             per_axis = divisor if isinstance(divisor, (tuple, list)) else (divisor,) * len(roi)
             bad = [r for r, d in zip(roi, per_axis) if r % d]

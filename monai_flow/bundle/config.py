@@ -1,54 +1,51 @@
-"""A bundle's configs as the command line uses them: locate, override, parse, load the weights.
+"""A bundle's config as code uses it: locate, read, override, build parts, load the weights.
 
-The commands stay thin over ``bundles/<name>/configs/*.json``: they read the config with
-``monai.bundle.ConfigParser``, set a few overrides (``ckpt_path``, ``device``, step counts,
-``roi_size``) and take the parsed pieces (``network_def``, ``network``, ``preprocessing``,
-``inferer``, ``postprocessing``) from it.
+Used by the ``monai-flow`` command line and by :mod:`monai_flow.export`, so that both read a
+bundle the same way: ``Bundle("ct_denoise")`` parses ``bundles/ct_denoise/configs/inference.json``
+with ``monai.bundle.ConfigParser``; overrides (``set``) must name keys the config has.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import CLIError
-
-__all__ = ["Bundle", "parse_device"]
+__all__ = ["Bundle", "BundleError"]
 
 
-def parse_device(text: str) -> str:
-    """``cpu``, ``cuda`` or ``cuda:N``; CUDA must be available."""
-    import torch
-
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
-        raise CLIError(f"--device must be cpu, cuda or cuda:N, got {text!r}.")
-    if text.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise CLIError(f"--device {text}: CUDA is not available on this machine (torch {torch.__version__}); "
-                           "use --device cpu.")
-        index = int(text.split(":")[1]) if ":" in text else 0
-        if index >= torch.cuda.device_count():
-            raise CLIError(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) present.")
-    return text
+class BundleError(ValueError):
+    """A bundle cannot be found, read, or does not have what is asked of it."""
 
 
 class Bundle:
-    """The parsed config ``configs/<config>`` of bundle ``name`` (folder ``bundle_root`` or found)."""
+    """The parsed config ``configs/<config>`` of bundle ``name``.
 
-    def __init__(self, name: str, bundle_root: str | None = None, config: str = "inference.json") -> None:
+    Args:
+        name: bundle name (``ct_denoise``, ...) or, with ``bundle_root=None``, a bundle folder.
+        bundle_root: the folder holding ``configs/``; default: found by
+            :func:`~monai_flow.bundle.bundle_root` (this repository's ``bundles/<name>``).
+        config: a config file name in ``configs/``, or several to merge in order (overlays).
+    """
+
+    def __init__(self, name: str, bundle_root: str | None = None, config: str | Sequence[str] = "inference.json") -> None:
         from monai.bundle import ConfigParser
 
+        if bundle_root is None and Path(name).is_dir() and (Path(name) / "configs").is_dir():
+            bundle_root, name = name, Path(name).resolve().name
         self.name = name
         self.root = self._folder(name, bundle_root)
-        self.config_file = self.root / "configs" / config
-        if not self.config_file.is_file():
-            raise CLIError(f"bundle folder {self.root} has no configs/{config}; pass --bundle-root "
-                           f"/path/to/{name} (the folder that holds configs/).")
+        names = [config] if isinstance(config, str) else list(config)
+        self.config_files = [self.root / "configs" / c for c in names]
+        missing = [str(f) for f in self.config_files if not f.is_file()]
+        if missing:
+            raise BundleError(f"bundle folder {self.root} has no {', '.join(missing)}; give the folder that holds "
+                              f"configs/ (--bundle-root /path/to/{name}).")
+        self.config_file = self.config_files[-1]
         self.parser = ConfigParser()
         try:
-            self.parser.read_config(str(self.config_file))
+            self.parser.read_config([str(f) for f in self.config_files])
         except Exception as e:
-            raise CLIError(f"cannot read bundle config {self.config_file}: {e}") from e
+            raise BundleError(f"cannot read bundle config {self.config_file}: {e}") from e
         self.parser["bundle_root"] = str(self.root)
 
     @staticmethod
@@ -56,14 +53,14 @@ class Bundle:
         if bundle_root:
             root = Path(bundle_root).expanduser().absolute()
             if not root.is_dir():
-                raise CLIError(f"--bundle-root {bundle_root} is not a folder.")
+                raise BundleError(f"bundle folder {bundle_root} is not a folder.")
             return root
-        from monai_flow.bundle_support import bundle_root as find
+        from .paths import bundle_root as find
 
         try:
             return Path(find(name)).absolute()
         except ValueError as e:
-            raise CLIError(f"cannot find bundle {name}: pass --bundle-root /path/to/{name}.") from e
+            raise BundleError(f"cannot find bundle {name}: give its folder (--bundle-root /path/to/{name}).") from e
 
     # ------------------------------------------------------------------------------ overrides
     def has(self, key: str) -> bool:
@@ -76,7 +73,7 @@ class Bundle:
     def set(self, key: str, value) -> None:
         """Override ``key`` (it must exist in the config)."""
         if not self.has(key):
-            raise CLIError(f"bundle {self.name} ({self.config_file}) has no '{key}' setting.")
+            raise BundleError(f"bundle {self.name} ({self.config_file}) has no '{key}' setting.")
         self.parser[key] = value
 
     def set_device(self, device: str) -> None:
@@ -88,7 +85,7 @@ class Bundle:
             return self.parser.get_parsed_content(key)
         except Exception as e:
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CLIError(f"bundle config {self.config_file}: cannot build '{key}': {message}") from e
+            raise BundleError(f"bundle config {self.config_file}: cannot build '{key}': {message}") from e
 
     def find_transform(self, key: str, target_suffix: str) -> str | None:
         """Config id (``key#transforms#i``) of the first transform in ``key`` whose ``_target_``
@@ -118,24 +115,23 @@ class Bundle:
     def train_command(self) -> str:
         return f"python -m monai.bundle run --config_file {self.root / 'configs' / 'train.json'}"
 
-    def checkpoint(self, path: str | None) -> Path:
+    def checkpoint(self, path: str | None = None) -> Path:
         """``path``, or the bundle's ``models/model.pt``; a missing default says how to train it."""
         if path:
             return Path(path).expanduser().absolute()
         ckpt = self.default_checkpoint
         if not ckpt.exists():
-            raise CLIError(f"bundle {self.name} has no trained model: {ckpt} does not exist. Train it first:\n"
-                           f"    {self.train_command()}\nor pass --checkpoint PATH.")
+            raise BundleError(f"bundle {self.name} has no trained model: {ckpt} does not exist. Train it first:\n"
+                              f"    {self.train_command()}\nor pass --checkpoint PATH.")
         return ckpt
 
     def load_network(self, checkpoint: Path, device: str):
-        """``network_def`` with the checked weights of ``checkpoint``, then ``network`` (on device), eval mode."""
-        from monai_flow.checkpoints import CheckpointError, load_network_weights
+        """``network_def`` with the checked weights of ``checkpoint`` (:func:`~monai_flow.checkpoints.load_network_weights`,
+        a :class:`~monai_flow.checkpoints.CheckpointError` names what is wrong), then ``network`` on ``device``, in
+        eval mode."""
+        from monai_flow.checkpoints import load_network_weights
 
         network_def = self.get("network_def")
-        try:
-            load_network_weights(network_def, checkpoint, map_location=device)
-        except CheckpointError as e:
-            raise CLIError(str(e)) from e
+        load_network_weights(network_def, checkpoint, map_location=device)
         network = self.get("network") if self.has("network") else network_def.to(device)
         return network.eval()
