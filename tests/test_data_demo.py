@@ -17,7 +17,7 @@ import torch
 from monai.transforms import LoadImage
 
 from monai_flow.data import DEMO_MARKER, build_datalist, prepare_demo_data
-from monai_flow.data.demo import MASK_LABELS
+from monai_flow.data.demo_datasets import MASK_LABELS
 from monai_flow.transforms import estimate_rician_noise_std
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -134,7 +134,7 @@ def test_motfm_demo_masks_and_classes(tmp_path):
 
 
 def test_ct_restore_full_dose_and_cli(tmp_path):
-    cmd = [sys.executable, "-m", "monai_flow.data.demo", "ct_restore", str(tmp_path / "r"), "--num-images", "3"]
+    cmd = [sys.executable, "-m", "monai_flow.data.demo_datasets", "ct_restore", str(tmp_path / "r"), "--num-images", "3"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "1 training" in res.stdout

@@ -18,9 +18,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .bundle import Bundle, parse_device
-from .arguments import positive_int
-from .denoise import Denoiser, denoise_items
+from monai_flow.bundle import Bundle
+
+from .arguments import parse_device, positive_int
+from .pipeline import Denoiser, denoise_items
 from .errors import EXIT_OK, CLIError
 from .inputs import load_volume
 from .safe_io import OutputFolder, Staged
@@ -104,21 +105,15 @@ def _psnr(x, ref) -> float:
 
 def _figure(noisy, denoised, reference, name: str, path: Path) -> None:
     """noisy / denoised / reference middle slices (soft-tissue window) with PSNR over [-1000, 1000] HU."""
-    import numpy as np
-    from matplotlib.figure import Figure
+    from monai_flow.evaluation import write_figure
 
     z = noisy.shape[-1] // 2
-    panels = [("noisy", noisy), ("denoised", denoised), ("noise-free reference", reference)]
-    fig = Figure(figsize=(12, 4.4))
-    for ax, (title, vol) in zip(fig.subplots(1, 3), panels):
-        ax.imshow(np.asarray(vol[0, :, :, z]).T, cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1])
+    panels = {}
+    for title, vol in (("noisy", noisy), ("denoised", denoised), ("noise-free reference", reference)):
         psnr = "" if vol is reference else f"\nPSNR {_psnr(vol, reference):.2f} dB"
-        ax.set_title(f"{title}{psnr}", fontsize=10)
-        ax.axis("off")
-    fig.suptitle(f"monai-flow ct_denoise demo: {name}, slice {z} (window {WINDOW[0]:g}..{WINDOW[1]:g} HU)", fontsize=11)
-    with Staged(overwrite=True) as staged:
-        fig.savefig(staged.file(path, ".png"), dpi=100, bbox_inches="tight")
-        staged.commit()
+        panels[f"{title}{psnr}"] = vol[0, :, :, z]
+    write_figure(path, panels, WINDOW,
+                 f"monai-flow ct_denoise demo: {name}, slice {z} (window {WINDOW[0]:g}..{WINDOW[1]:g} HU)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """``monai-flow generate``: MOTFM images from anatomy masks and a class label.
 
 Thin over ``bundles/motfm_generation/configs/inference.json``: the masks and label go in as the
-bundle's ``mask_path`` / ``label`` (``monai_flow.bundle_support.generation_items``), the sampler
+bundle's ``mask_path`` / ``label`` (``monai_flow.bundle.generation_items``), the sampler
 settings as ``num_steps`` / ``guidance_scale`` / ``seed`` / ``solver``, and the bundle's evaluator
 runs with a hidden staging folder as ``output_dir``; the finished files are then renamed into
 OUTPUT, so a failure leaves nothing behind.
@@ -10,17 +10,17 @@ OUTPUT, so a failure leaves nothing behind.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import uuid
 from pathlib import Path
 
-from .bundle import Bundle, parse_device
-from .arguments import finite_float, positive_int
-from .denoise import add_bundle_options
+from monai_flow.atomic import commit, temporary_sibling
+from monai_flow.bundle import Bundle
+
+from .arguments import finite_float, parse_device, positive_int
+from .pipeline import add_bundle_options
 from .errors import EXIT_OK, CLIError, InputError
 from .inputs import check_volume, input_paths, load_volume, single_volume, strip_ext
-from .safe_io import TMP_TAG, OutputFolder, refuse_existing, refuse_inputs
+from .safe_io import OutputFolder, refuse_existing, refuse_inputs
 
 __all__ = ["add_parser", "run"]
 
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_existing(targets, args.overwrite)
     _check_masks(items, int(bundle.get("spatial_dims")), int(bundle.get("num_mask_labels")))
     out.prepare()
-    staging = out.path / f".monai-flow-generate{TMP_TAG}{uuid.uuid4().hex[:8]}"
+    staging = temporary_sibling(out.path / "monai-flow-generate")
     try:
         staging.mkdir()
         device = device or bundle.get("device").type
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         finals = [out.path / p.name for p in produced]
         refuse_existing(finals, args.overwrite)
         for src, dst in zip(produced, finals):
-            os.replace(src, dst)
+            commit(src, dst)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         out.cleanup()

@@ -7,24 +7,23 @@
   never written, not even with ``--overwrite``); :func:`refuse_existing` refuses existing outputs
   unless ``--overwrite``.
 * :class:`Staged` writes every output of one input under a hidden temporary name in its
-  destination folder and renames them into place (``os.replace``) only once all are complete;
-  on any failure the temporary files are removed, so no partial output is ever left behind.
+  destination folder and commits them (:func:`monai_flow.atomic.commit`: fsync, rename into
+  place) only once all are complete; on any failure the temporary files are removed, so no
+  partial output is ever left behind.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
+
+from monai_flow.atomic import commit, discard, temporary_sibling
 
 from .errors import CLIError, InputError
 
 __all__ = ["OutputFolder", "Staged", "refuse_existing", "refuse_inputs", "resolved"]
-
-TMP_TAG = ".partial-"
 
 
 def resolved(path: str | os.PathLike) -> Path:
@@ -141,8 +140,7 @@ class Staged:
         self.items: list[tuple[Path, Path]] = []
 
     def file(self, final: Path, ext: str = "") -> Path:
-        base = final.name[: -len(ext)] if ext and final.name.endswith(ext) else final.name
-        tmp = final.with_name(f".{base}{TMP_TAG}{uuid.uuid4().hex[:8]}{ext}")
+        tmp = temporary_sibling(final, ext)
         self.items.append((tmp, final))
         return tmp
 
@@ -155,30 +153,15 @@ class Staged:
                 raise InputError(f"internal error: {tmp} was not written.")
             if os.path.lexists(final) and not self.overwrite:
                 raise InputError(f"output {final} appeared while working; pass --overwrite to replace it.")
-        done = []
-        for tmp, final in self.items:
-            if tmp.is_dir():
-                old = None
-                if os.path.lexists(final):
-                    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-                    os.replace(final, old)
-                os.replace(tmp, final)
-                if old is not None:
-                    shutil.rmtree(old) if old.is_dir() else old.unlink()
-            else:
-                if final.is_dir():
-                    raise InputError(f"output {final} is a folder; expected a file path.")
-                os.replace(tmp, final)
-            done.append(final)
+            if final.is_dir() and not tmp.is_dir():
+                raise InputError(f"output {final} is a folder; expected a file path.")
+        done = [commit(tmp, final) for tmp, final in self.items]
         self.items = []
         return done
 
     def rollback(self) -> None:
         for tmp, _ in self.items:
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            elif os.path.lexists(tmp):
-                tmp.unlink()
+            discard(tmp)
         self.items = []
 
     def __enter__(self) -> Staged:

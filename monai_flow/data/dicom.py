@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +19,8 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+
+from monai_flow.atomic import write_atomically, write_folder_atomically
 
 __all__ = [
     "SOP_CLASSES",
@@ -257,25 +256,6 @@ def _fmt(values) -> list[str]:
     return [f"{float(v):.10g}"[:16] for v in values]
 
 
-# ---------------------------------------------------------------------------------- output dirs
-def _staging_dir(out_dir: Path, overwrite: bool) -> Path:
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise FileExistsError(f"{out_dir} exists and is not empty; pass overwrite=True to replace it.")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-
-
-def _commit_dir(staging: Path, out_dir: Path) -> None:
-    """Move the finished ``staging`` folder to ``out_dir`` (replacing an old one last)."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-        out_dir.rename(old)
-    staging.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-
-
 # ---------------------------------------------------------------------------------------- writers
 def write_dicom_series(
     volume,
@@ -347,8 +327,8 @@ def write_dicom_series(
         base.ScanningSequence, base.SequenceVariant, base.ScanOptions, base.MRAcquisitionType = "RM", "NONE", "", "3D"
         base.EchoTime, base.RepetitionTime, base.MagneticFieldStrength = "", "", ""
         base.EchoTrainLength = ""
-    staging = _staging_dir(out_dir, overwrite)
-    try:
+
+    def write(staging: Path) -> None:
         for k in range(vol.shape[2]):
             ds = Dataset()
             ds.update(base)
@@ -359,11 +339,8 @@ def write_dicom_series(
             ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
             _file_meta(ds)
             ds.save_as(staging / f"{k + 1:04d}.dcm", enforce_file_format=True)
-        _commit_dir(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out_dir
+
+    return write_folder_atomically(out_dir, write, overwrite=overwrite)
 
 
 def write_enhanced_dicom(
@@ -455,14 +432,7 @@ def write_enhanced_dicom(
     ds.PerFrameFunctionalGroupsSequence = DicomSequence(frames)
     ds.PixelData = np.ascontiguousarray(stored.transpose(2, 1, 0)).tobytes()  # (frames, rows, cols)
     _file_meta(ds)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        ds.save_as(tmp, enforce_file_format=True)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
 
 
 # -------------------------------------------------------------------------------------- discovery

@@ -19,6 +19,8 @@ from monai.config import KeysCollection
 from monai.data import ITKReader
 from monai.transforms import MapTransform, Transform
 
+from monai_flow.atomic import write_atomically
+
 from .dicom import _is_dicom, write_dicom_series
 
 __all__ = [
@@ -208,8 +210,6 @@ class SaveJSONSidecard(MapTransform):
                 if stem.lower().endswith(ext):
                     stem = stem[: -len(ext)]
                     break
-            out = saved.with_name(f"{stem}.json")
-            tmp = out.with_name(f".{out.name}.partial")
-            tmp.write_text(json.dumps(record, indent=1))
-            os.replace(tmp, out)
+            text = json.dumps(record, indent=1)
+            write_atomically(saved.with_name(f"{stem}.json"), lambda tmp: Path(tmp).write_text(text))
         return d

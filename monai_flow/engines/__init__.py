@@ -1,9 +1,8 @@
 """Glue for ``monai.engines`` training of flow objectives: :class:`FlowTrainer`,
 :class:`PrepareFlowBatch` and the RelativeFlow :class:`CurriculumHandler`; validation batches
-(:class:`PrepareDegradedBatch`), generation batches (:class:`PrepareGenerationBatch`),
-multi-level evaluation (:func:`evaluate_restoration`) and generation scores (:func:`evaluate_generation`)."""
+(:class:`PrepareDegradedBatch`) and generation batches (:class:`PrepareGenerationBatch`).
+Evaluation lives in :mod:`monai_flow.evaluation`."""
 
-from .evaluation import evaluate_generation, evaluate_restoration, image_scores, intensity_classes
 from .handlers import CurriculumHandler
 from .prepare_batch import PrepareDegradedBatch, PrepareFlowBatch, PrepareGenerationBatch
 from .trainer import FlowTrainer
@@ -14,8 +13,4 @@ __all__ = [
     "PrepareDegradedBatch",
     "PrepareFlowBatch",
     "PrepareGenerationBatch",
-    "evaluate_generation",
-    "evaluate_restoration",
-    "image_scores",
-    "intensity_classes",
 ]

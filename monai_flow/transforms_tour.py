@@ -1,4 +1,5 @@
-"""Transforms demo on data shipped with our dependencies: ``python -m monai_flow.demo``.
+"""A one-minute tour of the degradation transforms on data shipped with our dependencies:
+``python -m monai_flow.transforms_tour``.
 
 Loads pydicom's real CT slice (``CT_small.dcm``, HU via rescale slope/intercept) and MR slice
 (``MR_small.dcm``) with MONAI readers, degrades them at several levels with our transforms,
@@ -17,6 +18,7 @@ from monai.data import NibabelWriter
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 from pydicom.data import get_testdata_file
 
+from monai_flow.atomic import write_atomically
 from monai_flow.transforms import LowDoseCTNoised, RicianMRNoised, estimate_ct_noise_std, estimate_rician_noise_std
 
 
@@ -29,9 +31,7 @@ def _save(image, path: Path) -> None:
     writer = NibabelWriter()
     writer.set_data_array(image, channel_dim=0)
     writer.set_metadata(dict(image.meta), resample=False)
-    tmp = path.with_name(path.name + ".partial.nii.gz")
-    writer.write(str(tmp), verbose=False)
-    tmp.replace(path)
+    write_atomically(path, lambda tmp: writer.write(tmp, verbose=False), suffix=".nii.gz")
 
 
 def main(argv: list[str] | None = None) -> None:

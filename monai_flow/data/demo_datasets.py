@@ -15,22 +15,21 @@ acquisitions at ``i0``: the training pipeline simulates the low-dose inputs), ``
 CT slices with masks, class ``label`` 1 = lung lesion present, 0 = absent), ``motfm_generation_3d``
 (the same as 24 small 32x32x16 volumes at 10 mm, for the 3D MOTFM configuration and its tests).
 
-Command line: ``python -m monai_flow.data.demo KIND DIR [--seed N]``.
+Command line: ``python -m monai_flow.data.demo_datasets KIND DIR [--seed N]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pydicom
 import torch
+
+from monai_flow.atomic import write_atomically, write_folder_atomically
 
 from .dicom import write_dicom_series
 from .phantoms import ct_phantom, mr_phantom
@@ -52,14 +51,8 @@ def write_nifti(array, affine, path: Path, dtype=np.float32) -> Path:
     img = nib.Nifti1Image(np.asarray(array, dtype=dtype), np.asarray(affine, dtype=np.float64))
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{uuid.uuid4().hex[:8]}.partial{''.join(path.suffixes)}")
-    try:
-        nib.save(img, str(tmp))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix  # nibabel picks the format from it
+    return write_atomically(path, lambda tmp: nib.save(img, tmp), suffix=suffix)
 
 
 def _ras_affine(shape, spacing, flip_xy: bool = True) -> np.ndarray:
@@ -254,11 +247,10 @@ def prepare_demo_data(kind: str, demo_dir: str, seed: int = 0, num_images: int |
     if demo_dir.exists() and marker is None and (not demo_dir.is_dir() or any(demo_dir.iterdir())):
         raise FileExistsError(f"{demo_dir} exists and is not a monai-flow demo folder (no {DEMO_MARKER}); "
                               "refusing to write demo data into it. Choose an empty or new folder.")
-    demo_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{demo_dir.name}.partial-", dir=demo_dir.parent))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: one thread is many times faster than an oversubscribed pool
-    try:
+
+    def write(staging: Path) -> None:
         if kind in ("ct_denoise", "ct_restore"):
             info = _ct(staging, kind, seed, num)
         elif kind == "mr_denoise":
@@ -269,33 +261,15 @@ def prepare_demo_data(kind: str, demo_dir: str, seed: int = 0, num_images: int |
         (staging / "datalist.json").write_text(json.dumps(_datalist(kind, info, seed), indent=1))
         (staging / "demo_info.json").write_text(json.dumps(info, indent=1))
         (staging / DEMO_MARKER).write_text(json.dumps(wanted))  # last: marks completion
-        _install(staging, demo_dir, wanted)
+
+    try:
+        # replaces an empty folder or an older demo of ours, refuses anything else, and accepts a
+        # complete one installed meanwhile by another process (e.g. another DDP rank)
+        write_folder_atomically(demo_dir, write, overwrite=lambda p: _marker(p) is not None,
+                                keep=lambda p: _marker(p) == wanted)
     finally:
         torch.set_num_threads(threads)
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return _result(demo_dir)
-
-
-def _install(staging: Path, demo_dir: Path, wanted: dict) -> None:
-    """Rename ``staging`` to ``demo_dir``; replaces an empty folder or an older demo of ours and
-    accepts a complete one installed concurrently (e.g. by another DDP rank)."""
-    old = None
-    if demo_dir.exists():
-        if _marker(demo_dir) == wanted:
-            return
-        if _marker(demo_dir) is not None:
-            old = demo_dir.with_name(f".{demo_dir.name}.old-{uuid.uuid4().hex[:8]}")
-            demo_dir.rename(old)
-        else:
-            demo_dir.rmdir()  # empty (checked by the caller); fails loudly if not
-    try:
-        staging.rename(demo_dir)
-    except OSError:
-        if _marker(demo_dir) != wanted:
-            raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:
