@@ -1,10 +1,12 @@
 """Property-based tests (hypothesis) of the transforms' and schedules' contracts.
 
-Each property is what the docstrings promise for every valid input, not a statistical tendency:
-shapes, dtypes and containers are kept, magnitudes stay >= 0, a full dose adds nothing, the noise
-level scales with the image (MR) and with dt exactly as the CoT mapping says (CT and MR, same
-random draws), and invalid parameters raise ValueError. Sizes are small and the example counts
-low so that the file runs in well under 30 s.
+Each property is what the docstrings promise for every valid input: shapes, dtypes and containers
+are kept, magnitudes stay >= 0, a full dose adds nothing, the noise level scales with the image (MR),
+invalid parameters raise ValueError, and one RelativeFlow degradation step of dt multiplies the
+reference's noise std by e^dt. That last one is statistical and measured against the physics, not
+the operators' own formulas: the CT reference is a simulated Poisson acquisition at the operator's
+i0, the MR reference has a known s_ref; its examples are derandomized and its tolerances about five
+standard errors. Sizes are small and the example counts low so that the file runs in well under 30 s.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from monai_flow.inferers import relative_dt_schedule
+from monai_flow.physics import CTScan, low_dose_ct_noise, noncentral_chi_noise
 from monai_flow.transforms import (
     CTDegradation,
     LowDoseCTNoise,
@@ -30,6 +33,8 @@ from monai_flow.transforms import (
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # CT projections
+# statistical properties: a fixed example sequence, so a pass or a failure reproduces
+STATISTICAL = settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -158,52 +163,50 @@ def test_invalid_parameters_raise_value_error(dose, std, coils):
 
 
 # ---------------------------------------------------------------------------------------------
-# RelativeFlow degradation operators: shape, and noise growing with dt exactly as the CoT mapping
+# RelativeFlow degradation operators: one step of dt multiplies the reference's noise std by e^dt
 # ---------------------------------------------------------------------------------------------
-@st.composite
-def batches(draw, sizes=(8, 16), low=0.0, high=1.0):
-    """A float32 batch (B, C, H, W) or (B, C, H, W, D) with values in [low, high]."""
-    shape = draw(images(sizes=sizes, dtypes=(torch.float32,))).shape
-    g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
-    return low + (high - low) * torch.rand(draw(st.integers(1, 3)), *shape, generator=g)
+def _disk(n: int, radius: float) -> torch.Tensor:
+    y, x = torch.meshgrid(torch.arange(n) - (n - 1) / 2, torch.arange(n) - (n - 1) / 2, indexing="ij")
+    return torch.where(x**2 + y**2 < radius**2, 0.0, -1000.0)
 
 
-@st.composite
-def dt_pairs(draw):
-    """dt1 < dt2 in (0, 1.5]."""
-    dt1 = draw(st.floats(0.01, 1.0))
-    return dt1, dt1 + draw(st.floats(0.005, 0.5))
+@STATISTICAL
+@given(dt=st.floats(0.05, 1.0), domain=st.sampled_from(["projection", "image"]), i0=st.sampled_from([2e4, 1e5, 5e5]),
+       seed=st.integers(0, 2**16))
+def test_ct_degradation_adds_e2dt_minus_1_times_the_reference_variance(dt, domain, i0, seed):
+    """The reference is a whole Poisson acquisition at the operator's i0 (``input_noise="none"``, dose 1) of a
+    150 mm water disk, in the operator's domain; ``op(reference, dt)`` must add noise of variance
+    (e^{2 dt} - 1) times the reference's (std times e^dt), measured in the central 48 x 48 mm over 16 slices.
+    Without electronic noise the CoT mapping is exact. A wrong per-bin variance, FBP gain or dose mapping
+    fails this (the former test compared two draws of the operator with its own formula)."""
+    spacing, n = (3.0, 3.0), 64
+    water = _disk(n, 25.0)[None, None].repeat(16, 1, 1, 1)
+    scan = CTScan(i0=i0, electronic_std=0.0, num_views=90)
+    reference = water + low_dose_ct_noise(water, 1.0, spacing, scan, domain, "none", torch.Generator().manual_seed(seed))
+    op = CTDegradation(spacing=spacing, i0=i0, electronic_std=0.0, num_views=90, domain=domain)
+    y = op(reference, dt, generator=torch.Generator().manual_seed(seed + 1))
+    assert y.shape == reference.shape and y.dtype == reference.dtype
+    core = slice(n // 2 - 8, n // 2 + 8)
+    ratio = float((y - reference)[..., core, core].var() / (reference - water)[..., core, core].var())
+    # 16 x 256 pixels per variance: ~2.5 % each (FBP noise is nearly white pixel to pixel), 3.5 % on the
+    # ratio over 60 draws
+    assert ratio / math.expm1(2 * dt) == pytest.approx(1.0, abs=0.15)
 
 
-@SLOW
-@given(x=batches(low=-1000.0, high=1000.0), dts=dt_pairs(), domain=st.sampled_from(["projection", "image"]), seed=st.integers(0, 2**31 - 1))
-def test_ct_degradation_noise_grows_with_dt_as_cot(x, dts, domain, seed):
-    """Without electronic noise the Yu increment's std is sqrt((1 - a)/a) = sqrt(e^{2 dt} - 1) times a
-    per-bin factor, so with the same draws the added noise at dt2 is that ratio times the one at dt1."""
-    op = CTDegradation(electronic_std=0.0, domain=domain, **CT_KW)
-    b = x.shape[0]
-    n1 = op(x, torch.full((b,), dts[0]), generator=torch.Generator().manual_seed(seed)) - x
-    n2 = op(x, torch.full((b,), dts[1]), generator=torch.Generator().manual_seed(seed)) - x
-    assert n1.shape == x.shape and n2.shape == x.shape
-    ratio = math.sqrt(math.expm1(2 * dts[1]) / math.expm1(2 * dts[0]))
-    torch.testing.assert_close(n2, ratio * n1, rtol=2e-3, atol=2e-3 * float(n1.abs().max()) + 1e-4)
-    assert float(n2.std()) >= float(n1.std())
-
-
-@FAST
-@given(x=batches(sizes=(4, 8, 12)), dts=dt_pairs(), s_ref=st.floats(0.001, 1.0), coils=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
-def test_mr_degradation_keeps_shape_and_noise_grows_with_dt_as_cot(x, dts, s_ref, coils, seed):
-    op = MRDegradation(reference_std=s_ref, num_coils=coils)
-    b = x.shape[0]
-    y = op(x, torch.full((b,), dts[1]), generator=torch.Generator().manual_seed(seed))
+@STATISTICAL
+@given(dt=st.floats(0.05, 1.0), s_ref=st.floats(0.5, 5.0), coils=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_mr_degradation_noise_std_grows_by_e_dt(dt, s_ref, coils, seed):
+    """Magnitude references with a known s_ref: far from zero (A = 100 s_ref, M ~ A + N(0, s^2)) the std of
+    ``op(x, dt)`` over s_ref is e^dt; in the background (A = 0) E[M^2] = 2 L s^2 grows to 2 L s_ref^2 e^{2 dt}."""
+    shape = (1, 1, 64, 64, 4)
+    bright = noncentral_chi_noise(torch.full(shape, 100 * s_ref, dtype=torch.float64), s_ref, coils, torch.Generator().manual_seed(seed))
+    background = noncentral_chi_noise(torch.zeros(shape, dtype=torch.float64), s_ref, coils, torch.Generator().manual_seed(seed + 1))
+    x = torch.cat([bright, background])
+    y = MRDegradation(reference_std=s_ref, num_coils=coils)(x, dt, generator=torch.Generator().manual_seed(seed + 2))
     assert y.shape == x.shape and y.dtype == x.dtype and (y >= 0).all()
-    # background (zero signal): M = s(dt) * |noise draw|, s(dt) = s_ref sqrt(e^{2 dt} - 1)
-    zero = torch.zeros_like(x)
-    m1 = op(zero, torch.full((b,), dts[0]), generator=torch.Generator().manual_seed(seed))
-    m2 = op(zero, torch.full((b,), dts[1]), generator=torch.Generator().manual_seed(seed))
-    ratio = math.sqrt(math.expm1(2 * dts[1]) / math.expm1(2 * dts[0]))
-    torch.testing.assert_close(m2, ratio * m1, rtol=1e-4, atol=1e-7)
-    assert (m2 >= m1).all()
+    # 16384 pixels: the std to 0.6 %, the background mean of M^2 to 1 / sqrt(L N) <= 0.8 % (0.55 % over 60 draws)
+    assert float(y[0].std() / s_ref) == pytest.approx(math.exp(dt), rel=0.03)
+    assert float(y[1].square().mean() / (2 * coils * s_ref**2)) == pytest.approx(math.exp(2 * dt), rel=0.03)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +216,10 @@ def test_mr_degradation_keeps_shape_and_noise_grows_with_dt_as_cot(x, dts, s_ref
 @given(gap=st.floats(-1.0, 5.0), max_dt=st.floats(0.01, 1.0), frac=st.floats(0.01, 1.0))
 def test_relative_dt_schedule_sums_to_the_gap_in_coarse_to_fine_steps(gap, max_dt, frac):
     min_dt = max_dt * frac
-    assume(gap / max_dt < 60)  # within max_steps=64 (truncation is a separate, warned case)
+    # within max_steps=64 (truncation is a separate, warned case): about log2(max_dt / min_dt) + 1 doubling
+    # steps from min_dt up to max_dt, then gap / max_dt steps of max_dt (gap / max_dt < 60 alone let
+    # gap=0.59375, max_dt=0.01, frac=1/64 through, which needs 65)
+    assume(gap / max_dt + math.log2(1 / frac) + 3 <= 64)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         steps = relative_dt_schedule(gap, max_dt, min_dt)

@@ -20,7 +20,7 @@ import torch
 from .ct_scan import CT_FILTERS, check_spacing
 from .nufft import NUFFTPlan2D
 
-__all__ = ["ParallelBeamGeometry", "fbp_noise_gain", "parallel_beam_geometry"]
+__all__ = ["ParallelBeamGeometry", "directional_noise_gain", "fbp_noise_gain", "parallel_beam_geometry"]
 
 
 class ParallelBeamGeometry:
@@ -110,37 +110,95 @@ class ParallelBeamGeometry:
         image = self._plan.adjoint(values.to(self.complex_dtype)).real
         return image * (math.pi / self.num_views) * self._d_omega
 
-    def central_line_integrals(self, mu: torch.Tensor, num_angles: int = 16) -> torch.Tensor:
-        """Line integrals through the slice centre at ``num_angles`` angles, (N, num_angles).
+    def view_angles(self, num_angles: int | None = None) -> torch.Tensor:
+        """``num_angles`` (default: the geometry's views) evenly spaced view angles in [0, pi), float64."""
+        num_angles = self.num_views if num_angles is None else int(num_angles)
+        return torch.arange(num_angles, dtype=torch.float64) * math.pi / num_angles
 
-        A cheap summary of the path lengths seen by the central pixel (bilinear samples along
-        each line), used by the image-domain noise model.
+    def line_integrals_through(
+        self, mu: torch.Tensor, points: torch.Tensor, num_angles: int = 16, max_samples: int = 1024
+    ) -> torch.Tensor:
+        """Line integrals of ``mu`` (N, H, W) along the rays through ``points``, (N, P, num_angles).
+
+        ``points`` (P, 2) are positions (y, x) in mm from the rotation centre; angle ``a`` is the ray
+        of the view at ``theta_a = a pi / num_angles`` (:meth:`view_angles`) through the point,
+        ``x cos(theta) + y sin(theta) = s``. Bilinear samples along each ray, at most
+        ``max_samples`` of them and no closer than a pixel: a cheap summary of the path lengths
+        (hence the sinogram noise) each point sees, used by the noise predictions.
         """
         h, w = self.shape
-        theta = torch.arange(num_angles, device=mu.device, dtype=mu.dtype) * math.pi / num_angles
-        half = 0.5 * math.hypot(h * self.spacing[0], w * self.spacing[1])
-        step = min(self.spacing)
-        t = torch.arange(-half, half + step, step, device=mu.device, dtype=mu.dtype)
-        # normalised grid_sample coordinates (x along W, y along H), align_corners=True
-        gx = t[None, :] * torch.cos(theta)[:, None] / (self.spacing[1] * (w - 1) / 2)
-        gy = t[None, :] * torch.sin(theta)[:, None] / (self.spacing[0] * (h - 1) / 2)
-        grid = torch.stack([gx, gy], dim=-1)[None].expand(mu.shape[0], -1, -1, -1)
-        samples = torch.nn.functional.grid_sample(mu[:, None], grid, align_corners=True, padding_mode="zeros")
-        return samples[:, 0].sum(-1) * step
+        dy, dx = self.spacing
+        points = torch.as_tensor(points, dtype=mu.dtype, device=mu.device).reshape(-1, 2)
+        theta = self.view_angles(num_angles).to(mu.device, mu.dtype)
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        half = 0.5 * math.hypot(h * dy, w * dx)  # every pixel is within half of the foot of a ray
+        step = max(min(dy, dx), 2.0 * half / max(max_samples - 1, 1))
+        t = torch.arange(-half, half + 0.5 * step, step, device=mu.device, dtype=mu.dtype)
+        out = []
+        # bound the sampling grid (N x chunk x A x T x 2) to a few million entries
+        chunk = max(1, 4_000_000 // max(1, mu.shape[0] * num_angles * len(t)))
+        for start in range(0, points.shape[0], chunk):
+            pts = points[start : start + chunk]
+            s = pts[:, 1, None] * cos + pts[:, 0, None] * sin  # detector position of each ray, (P, A)
+            xs = s[..., None] * cos[:, None] - t * sin[:, None]  # foot s (cos, sin) + t (-sin, cos)
+            ys = s[..., None] * sin[:, None] + t * cos[:, None]
+            # normalised grid_sample coordinates (x along W, y along H), align_corners=True
+            grid = torch.stack([xs / (dx * (w - 1) / 2), ys / (dy * (h - 1) / 2)], dim=-1)
+            grid = grid.reshape(1, -1, len(t), 2).expand(mu.shape[0], -1, -1, -1)
+            samples = torch.nn.functional.grid_sample(mu[:, None], grid, align_corners=True, padding_mode="zeros")
+            out.append(samples[:, 0].sum(-1).reshape(mu.shape[0], pts.shape[0], num_angles) * step)
+        return torch.cat(out, dim=1)
+
+    def central_line_integrals(self, mu: torch.Tensor, num_angles: int = 16) -> torch.Tensor:
+        """Line integrals through the slice centre at ``num_angles`` view angles, (N, num_angles)."""
+        return self.line_integrals_through(mu, torch.zeros(1, 2), num_angles)[:, 0]
+
+
+def directional_noise_gain(
+    geometry: ParallelBeamGeometry, theta: torch.Tensor, kernel: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-view FBP noise gain ``G(theta)`` (1/mm)^2, shape of ``theta`` (radians), float64.
+
+    For sinogram noise independent between bins and views, of variance ``var_p(theta, s)`` varying
+    slowly along the detector, the variance of an FBP pixel (or of ``kernel`` correlated with the
+    FBP image, e.g. a 2 x 2 high-pass) is ``mean over views of var_p(theta, s_pixel(theta)) G(theta)``:
+    a view adds noise along its own direction of the 2D spectrum only, so
+    ``G(theta) = (pi^2 / V) d * integral over omega of H(omega)^2 |K(omega e_theta)|^2`` over the
+    frequencies inside the image band (|xi| <= 1/2 cycles per pixel along each axis), with ``H``
+    the apodised ramp, ``d`` the bin width and ``K`` the kernel's frequency response (1 without).
+    With square pixels of the bin width and no kernel it is the constant ``pi^2 / (12 V d^2)``
+    of :func:`fbp_noise_gain`; rectangular pixels cut the band along one axis.
+    """
+    d, lp = geometry.bin_spacing, geometry.padded_bins
+    omega = torch.fft.rfftfreq(lp, d=d, dtype=torch.float64)
+    theta = torch.as_tensor(theta, dtype=torch.float64).cpu()
+    fy = omega * torch.sin(theta)[..., None] * geometry.spacing[0]  # cycles per pixel
+    fx = omega * torch.cos(theta)[..., None] * geometry.spacing[1]
+    weight = geometry._filter.cpu().double() ** 2 * geometry._hermitian.cpu().double()
+    if lp % 2 == 0:
+        # the detector's Nyquist frequency reaches the image through its cosine part only: on
+        # average over the rays' offsets from the bin centres, half its power
+        weight[-1] = 0.5 * weight[-1]
+    weight = weight * ((fy.abs() <= 0.5) & (fx.abs() <= 0.5))
+    if kernel is not None:
+        kernel = torch.as_tensor(kernel, dtype=torch.float64).cpu()
+        jy = torch.arange(kernel.shape[0], dtype=torch.float64)[:, None]
+        jx = torch.arange(kernel.shape[1], dtype=torch.float64)[None, :]
+        phase = torch.exp(-2j * math.pi * (fy[..., None, None] * jy + fx[..., None, None] * jx))
+        weight = weight * (phase * kernel).sum((-2, -1)).abs().square()
+    return (math.pi**2 / geometry.num_views) * d * weight.sum(-1) / (lp * d)
 
 
 def fbp_noise_gain(geometry: ParallelBeamGeometry) -> float:
     """Variance of an FBP pixel per unit variance of white sinogram noise, (1/mm)^2.
 
-    Closed form for nearest-free (band-limited) backprojection of ramp-filtered white noise:
-    ``pi^2 / (12 V d^2)`` for the Ram-Lak filter (Kak & Slaney, ch. 5), scaled by the
-    filter's relative noise power for apodised filters.
+    The mean of :func:`directional_noise_gain` over the views. For square pixels of the bin width
+    and the Ram-Lak filter it is about ``pi^2 / (12 V d^2)`` (Kak & Slaney, ch. 5; 1 % less, as the
+    detector's Nyquist frequency counts half), scaled by the filter's relative noise power for
+    apodised filters; rectangular pixels band-limit one axis and lower it (that closed form was
+    twice the simulated variance for 1 x 2 mm pixels). Matches the exact FBP operator's to 0.5 %.
     """
-    d, lp = geometry.bin_spacing, geometry.padded_bins
-    ramp = _ramp_filter(lp, d, "ramp")
-    half = len(geometry._filter)
-    relative = float((geometry._filter.cpu().double() ** 2).sum() / (ramp[:half].double() ** 2).sum())
-    return math.pi**2 / (12.0 * geometry.num_views * d**2) * relative
+    return float(directional_noise_gain(geometry, geometry.view_angles()).mean())
 
 
 def _ramp_filter(length: int, d: float, name: str) -> torch.Tensor:

@@ -12,10 +12,17 @@ import torch
 
 from monai_flow.axial import from_axial_slices, to_axial_slices
 
-from .ct_geometry import ParallelBeamGeometry, fbp_noise_gain, parallel_beam_geometry
+from .ct_geometry import ParallelBeamGeometry, directional_noise_gain, parallel_beam_geometry
 from .ct_scan import CTScan, check_domain, check_input_noise, check_spacing, hu_to_mu
 
-__all__ = ["low_dose_ct_noise", "predicted_ct_noise_std", "sinogram_noise", "sinogram_noise_variance"]
+__all__ = [
+    "fbp_noise_variance",
+    "low_dose_ct_noise",
+    "low_dose_noise_basis",
+    "predicted_ct_noise_std",
+    "sinogram_noise",
+    "sinogram_noise_variance",
+]
 
 _MIN_COUNTS = 1.0  # detector reading floor (photons) before the log, avoids ln(0)
 _SLICE_CHUNK = 16  # slices per projection batch: bounds memory on large volumes
@@ -121,6 +128,42 @@ def low_dose_ct_noise(
     return _unslice(noise, hu).to(hu.dtype)
 
 
+def low_dose_noise_basis(
+    hu: torch.Tensor,
+    spacing: Sequence[float],
+    scan: CTScan = CTScan(),
+    i0: torch.Tensor | float | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Two independent noise fields ``(Q, E)`` in HU, shaped like ``hu``, from which the dose-lowering
+    noise of :func:`low_dose_ct_noise` (``input_noise="full_dose"``, projection domain) at ANY dose
+    fraction a is exact in distribution: ``sqrt((1 - a)/a) Q + sqrt(1 - a^2)/a E``.
+
+    The Yu et al. increment's variance per ray, ``(1 - a)/a e^p/i0 + (1 - a^2)/a^2 s_e^2 e^{2p}/i0^2``,
+    splits into a quantum and an electronic part, each a fixed per-ray variance times a dose factor:
+    ``Q = FBP(sqrt(e^p / i0) z1)``, ``E = FBP(s_e e^p / i0 z2)`` with independent standard normal z per
+    bin. Reusing a few (Q, E) draws for many doses saves a projection per degradation (e.g. when
+    training on patches of whole-slice degradations). ``E`` is None without electronic noise.
+
+    Args:
+        hu: (B, C, H, W) or (B, C, H, W, D) in HU; spacing: (dy, dx) in mm; scan: the acquisition;
+        i0: photons per bin per sample (float or (B,)), overriding ``scan.i0``.
+    """
+    slices, per_sample = _slices(hu)
+    photons = _per_slice(scan.i0 if i0 is None else i0, hu.shape[0], per_sample, slices)
+    geometry = _geometry(slices, spacing, scan)
+    quantum = torch.empty_like(slices)
+    electronic = torch.empty_like(slices) if scan.electronic_std > 0 else None
+    for start in range(0, slices.shape[0], _SLICE_CHUNK):
+        part = slice(start, start + _SLICE_CHUNK)
+        relative = torch.exp(geometry.project(hu_to_mu(slices[part], scan.mu_water))) / _per_item(photons[part], slices[part])
+        quantum[part] = geometry.fbp(relative.sqrt() * _randn_like(relative, generator)) * scan.hu_per_mu
+        if electronic is not None:
+            field = scan.electronic_std * relative * _randn_like(relative, generator)
+            electronic[part] = geometry.fbp(field) * scan.hu_per_mu
+    return _unslice(quantum, hu).to(hu.dtype), None if electronic is None else _unslice(electronic, hu).to(hu.dtype)
+
+
 def predicted_ct_noise_std(
     hu: torch.Tensor,
     spacing: Sequence[float],
@@ -129,16 +172,43 @@ def predicted_ct_noise_std(
 ) -> torch.Tensor:
     """Noise std (HU) at the slice centre of a full-dose scan at ``i0``, averaged per sample (B,).
 
-    The analytic counterpart of :func:`low_dose_ct_noise`: it is what ``domain="image"`` uses,
-    and inverting it turns a measured noise level into an effective photon count.
+    The analytic counterpart of :func:`low_dose_ct_noise` with ``input_noise="none"`` and
+    ``dose_fraction=1`` (what ``domain="image"`` uses there): the sinogram variance of a whole
+    acquisition at ``i0``, ``e^p / i0 (1 + s_e^2 e^p / i0)`` (delta method on -ln(counts)), through
+    the FBP noise gain along the rays through the centre. (It used to take the Yu et al. increment
+    at a = 1/2, right for the quantum term but three times the electronic one.)
     """
     slices, per_sample = _slices(hu)
     photons = _per_slice(scan.i0 if i0 is None else i0, hu.shape[0], per_sample, slices)
     geometry = _geometry(slices, spacing, scan)
-    # a full-dose scan has the noise of the Yu increment at a = 1/2, (1 - a)/a = 1
-    half = torch.full_like(photons, 0.5)
-    std = _centre_noise_std(geometry, hu_to_mu(slices, scan.mu_water), half, photons, scan.electronic_std, "full_dose")
+    full = torch.ones_like(photons)
+    std = _centre_noise_std(geometry, hu_to_mu(slices, scan.mu_water), full, photons, scan.electronic_std, "none")
     return (std * scan.hu_per_mu).reshape(hu.shape[0], per_sample).mean(1).to(hu.dtype)
+
+
+def fbp_noise_variance(
+    geometry: ParallelBeamGeometry,
+    mu: torch.Tensor,
+    points: torch.Tensor,
+    dose_fraction: torch.Tensor | float,
+    i0: torch.Tensor | float,
+    electronic_std: float,
+    input_noise: str = "none",
+    kernel: torch.Tensor | None = None,
+    num_angles: int = 16,
+) -> torch.Tensor:
+    """Predicted variance ((1/mm)^2) of the FBP noise of :func:`low_dose_ct_noise` at ``points``, (N, P).
+
+    ``mu`` (N, H, W) in 1/mm, ``points`` (P, 2) positions (y, x) in mm from the slice centre;
+    ``dose_fraction``, ``i0``: floats or (N,). The sinogram variance
+    (:func:`sinogram_noise_variance`) on the rays through each point at ``num_angles`` view angles,
+    weighted by the per-view FBP gain (:func:`~monai_flow.physics.ct_geometry.directional_noise_gain`,
+    of ``kernel`` applied to the image if given) and averaged over the angles.
+    """
+    p = geometry.line_integrals_through(mu, points, num_angles)  # (N, P, A)
+    var_p = sinogram_noise_variance(p, dose_fraction, i0, electronic_std, input_noise)
+    gain = directional_noise_gain(geometry, geometry.view_angles(num_angles), kernel).to(var_p)
+    return (var_p * gain).mean(-1)
 
 
 def _slices(hu: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -160,9 +230,9 @@ def _geometry(slices: torch.Tensor, spacing: Sequence[float], scan: CTScan) -> P
 
 
 def _centre_noise_std(geometry, mu, dose, i0, electronic_std, input_noise) -> torch.Tensor:
-    """FBP noise std (1/mm) at the slice centre from the row and column through it, (N,)."""
-    var_p = sinogram_noise_variance(geometry.central_line_integrals(mu), dose, i0, electronic_std, input_noise)
-    return torch.sqrt(var_p.mean(-1) * fbp_noise_gain(geometry))
+    """FBP noise std (1/mm) at the slice centre, (N,)."""
+    centre = torch.zeros(1, 2)
+    return fbp_noise_variance(geometry, mu, centre, dose, i0, electronic_std, input_noise)[:, 0].sqrt()
 
 
 def _per_slice(value, batch: int, per_slice: int, like: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,6 @@ degradation step moves quality time from tau to tau - dt. The physics lives in
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -19,10 +18,10 @@ from monai_flow.physics import (
     MU_WATER_PER_MM,
     CTScan,
     estimate_ct_noise_std,
+    estimate_ct_i0,
     estimate_rician_noise_std,
     low_dose_ct_noise,
     noncentral_chi_noise,
-    predicted_ct_noise_std,
 )
 from monai_flow.physics.ct_scan import check_domain, check_input_noise, check_spacing
 
@@ -63,9 +62,13 @@ class CTDegradation:
     ``a(dt) * i0`` instead (evaluation from phantoms; ``dt_mapping="dose"`` then gives
     ``dt = -ln(dose)``).
 
-    ``i0="estimate"`` sets the photon count per sample from the reference's measured noise
-    (:func:`estimate_ct_noise_std`) through the image-domain noise prediction, for heterogeneous
-    references whose dose is unknown.
+    ``i0="estimate"`` sets the photon count per sample from the reference's measured noise, for
+    heterogeneous references whose dose is unknown: the photons per bin at which a full-dose scan
+    with this operator's geometry and electronic noise has the noise of the reference, compared
+    position by position in soft tissue
+    (:func:`~monai_flow.physics.noise_estimation.estimate_ct_i0`: on simulated 96 - 128 pixel bodies
+    with 4 - 8 slices, 0.98 - 1.02 x the true i0 on average and within 10 %; pixel-scale anatomy
+    counts as noise, so very high doses come out low).
 
     Args:
         spacing: pixel spacing (dy, dx) of the axial plane in mm.
@@ -113,9 +116,8 @@ class CTDegradation:
             return i0.expand(x.shape[0])
         if not self.estimate_i0:
             return self.scan.i0
-        # the predicted std scales like i0^{-1/2} without electronic noise
-        at_one = predicted_ct_noise_std(x, self.spacing, dataclasses.replace(self.scan, i0=1.0, electronic_std=0.0))
-        return (at_one / self.estimate_noise_std(x).clamp_min(1e-3)).square()
+        # like with like: the measured high-pass noise against its prediction at the same positions
+        return estimate_ct_i0(x, self.spacing, self.scan)
 
     def __call__(self, x: torch.Tensor, dt, generator: torch.Generator | None = None, i0=None) -> torch.Tensor:
         """``x`` (B, C, H, W[, D]) in HU, ``dt`` float or (B,); ``i0`` per call overrides the constructor's
