@@ -62,6 +62,11 @@ def test_mr_std_in_percent_or_absolute(tmp_path, capsys):
     (["ct", "--std", "3%"], "simulate ct needs --dose"),
     (["mr", "--dose", "0.5"], "simulate mr needs --std"),
     (["ct", "--dose", "0.5", "--std", "1"], "not allowed with argument"),
+    (["ct", "--dose", "0.5", "--target-mas", "50"], "not allowed with argument"),
+    (["ct", "--target-mas", "-5"], "argument --target-mas"),
+    (["ct", "--target-mas", "50"], "--target-mas needs the input's exposure"),  # NIfTI: no header exposure
+    (["mr", "--target-mas", "50"], "simulate mr needs --std"),
+    (["ct", "--dose", "0.5", "--geometry", "cone"], "argument --geometry: invalid choice"),
 ])
 def test_level_errors(tmp_path, capsys, ct, args, message):
     kind, *options = args
@@ -130,3 +135,18 @@ def test_a_failure_while_writing_leaves_no_partial_file(tmp_path, capsys, ct, mo
     code, _, err = cli(capsys, "simulate", "ct", ct, out / "low.nii.gz", "--dose", 0.5, "--seed", 0)
     assert code == 1 and "No space left on device" in err
     assert files_in(out) == []
+
+
+def test_fan_geometry_bowtie_and_modulation_from_the_command_line(tmp_path, capsys):
+    """The clinical options reach the transform: a fan-beam scan with bowtie and automatic modulation of a
+    NIfTI volume, reproducible with a seed, with its exposure given on the command line."""
+    src = nifti(tmp_path / "ct.nii.gz", ct_volume((48, 48, 2)), affine=np.diag([4.0, 4.0, 3.0, 1.0]))
+    outs = []
+    for name in ("a", "b"):
+        code, out, err = cli(capsys, "simulate", "ct", src, tmp_path / f"{name}.nii.gz", "--target-mas", 25, "--input-mas", 100,
+                             "--geometry", "fan", "--bowtie", "cylinder", "--modulation", "auto", "--seed", 2)
+        assert code == 0, err
+        assert "input exposure 100 mAs from --input-mas" in out
+        outs.append(nib.load(tmp_path / f"{name}.nii.gz").get_fdata())
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert (outs[0] - nib.load(src).get_fdata()).std() > 1.0

@@ -213,3 +213,22 @@ def test_fixed_level_keys_get_independent_noise():
     r = np.random.RandomState(1)
     for key in "ab":
         assert torch.equal(out[key], RicianMRNoise(std=0.05)(img, seed=r.randint(2**31)))
+
+
+def test_ct_defaults_are_the_scans_in_one_place():
+    """The CT transforms and the degradation operator repeat CTScan's defaults (validated there, once):
+    every parameter they share with CTScan has CTScan's default, so a scanner default changes in one place."""
+    import dataclasses
+
+    from monai_flow.physics import CTScan
+    from monai_flow.transforms import CTDegradation
+
+    fields = {f.name: f.default for f in dataclasses.fields(CTScan)}
+    for cls in (LowDoseCTNoise, LowDoseCTNoised, RandLowDoseCTNoised, CTDegradation):
+        params = inspect.signature(cls).parameters
+        shared = set(params) & set(fields)
+        assert len(shared) >= 16, (cls.__name__, sorted(set(fields) - shared))
+        for name in shared:
+            if cls is CTDegradation and name == "i0":
+                continue  # also accepts "estimate"
+            assert params[name].default == fields[name], (cls.__name__, name, params[name].default, fields[name])

@@ -113,21 +113,29 @@ def test_rician_background_noise_power_is_2_L_s2(std, coils, seed):
 CT_KW = dict(spacing=(1.0, 1.0), num_views=24)
 
 
+# the fan beam as a scanner (default distances and channels) with few views; the bowtie and the
+# modulation change the photons per ray, never the shapes or the finiteness
+GEOMETRY = st.sampled_from([{}, {"geometry": "fan"}, {"geometry": "fan", "bowtie": "cylinder", "modulation": "auto"},
+                            {"geometry": "fan", "detector_shape": "flat"}, {"bowtie": "cylinder", "modulation": "auto"}])
+
+
 @SLOW
 @given(img=images(sizes=(8, 16), low=-1000.0, high=1500.0, dtypes=ANY_DTYPE), dose=st.floats(0.02, 1.0), domain=st.sampled_from(["projection", "image"]),
-       input_noise=st.sampled_from(["full_dose", "none"]), electronic=st.floats(0.0, 10.0), seed=st.integers(0, 2**31 - 1))
-def test_low_dose_ct_keeps_shape_and_dtype_and_stays_finite(img, dose, domain, input_noise, electronic, seed):
-    for t in (LowDoseCTNoise(dose_fraction=dose, domain=domain, input_noise=input_noise, electronic_std=electronic, **CT_KW),
-              RandLowDoseCTNoise(dose_fraction=(dose / 2, dose), domain=domain, input_noise=input_noise, **CT_KW)):
+       input_noise=st.sampled_from(["full_dose", "none"]), electronic=st.floats(0.0, 10.0), seed=st.integers(0, 2**31 - 1),
+       geometry=GEOMETRY)
+def test_low_dose_ct_keeps_shape_and_dtype_and_stays_finite(img, dose, domain, input_noise, electronic, seed, geometry):
+    for t in (LowDoseCTNoise(dose_fraction=dose, domain=domain, input_noise=input_noise, electronic_std=electronic, **CT_KW, **geometry),
+              RandLowDoseCTNoise(dose_fraction=(dose / 2, dose), domain=domain, input_noise=input_noise, **CT_KW, **geometry)):
         out = t.set_random_state(seed)(img)
         assert out.shape == img.shape and out.dtype == expected_dtype(img) and torch.isfinite(out).all()
 
 
 @SLOW
 @given(img=images(sizes=(8, 16), low=-1000.0, high=1500.0), domain=st.sampled_from(["projection", "image"]),
-       electronic=st.floats(0.0, 10.0), seed=st.integers(0, 2**31 - 1))
-def test_full_dose_of_a_full_dose_scan_adds_nothing(img, domain, electronic, seed):
-    out = LowDoseCTNoise(dose_fraction=1.0, domain=domain, electronic_std=electronic, input_noise="full_dose", **CT_KW)(img, seed=seed)
+       electronic=st.floats(0.0, 10.0), seed=st.integers(0, 2**31 - 1), geometry=GEOMETRY)
+def test_full_dose_of_a_full_dose_scan_adds_nothing(img, domain, electronic, seed, geometry):
+    out = LowDoseCTNoise(dose_fraction=1.0, domain=domain, electronic_std=electronic, input_noise="full_dose", **CT_KW,
+                         **geometry)(img, seed=seed)
     torch.testing.assert_close(out, img, rtol=0, atol=1e-6)
 
 
@@ -157,7 +165,11 @@ def test_invalid_parameters_raise_value_error(dose, std, coils):
                  lambda: LowDoseCTNoise(electronic_std=float("nan")), lambda: LowDoseCTNoise(spacing=(float("nan"), 1.0)),
                  lambda: MRDegradation(reference_std=std), lambda: MRDegradation(num_coils=coils),
                  lambda: CTDegradation(electronic_std=-1.0), lambda: CTDegradation(spacing=(0.0, 1.0)),
-                 lambda: CTDegradation(mu_water=0.0)):
+                 lambda: CTDegradation(mu_water=0.0),
+                 # impossible fan beams and flux profiles (tests/test_fan_beam.py checks the names in the messages)
+                 lambda: LowDoseCTNoise(geometry="fan", source_detector_mm=100.0), lambda: LowDoseCTNoise(geometry="fan", bowtie=[1.0]),
+                 lambda: CTDegradation(geometry="fan", modulation=[1.0, 2.0]), lambda: LowDoseCTNoise(target_mas=-abs(std) - 1),
+                 lambda: RandLowDoseCTNoise(target_mas=50.0), lambda: CTDegradation(i0="guess")):
         with pytest.raises(ValueError):
             make()
 
@@ -172,18 +184,18 @@ def _disk(n: int, radius: float) -> torch.Tensor:
 
 @STATISTICAL
 @given(dt=st.floats(0.05, 1.0), domain=st.sampled_from(["projection", "image"]), i0=st.sampled_from([2e4, 1e5, 5e5]),
-       seed=st.integers(0, 2**16))
-def test_ct_degradation_adds_e2dt_minus_1_times_the_reference_variance(dt, domain, i0, seed):
+       seed=st.integers(0, 2**16), geometry=st.sampled_from(["parallel", "fan"]))
+def test_ct_degradation_adds_e2dt_minus_1_times_the_reference_variance(dt, domain, i0, seed, geometry):
     """The reference is a whole Poisson acquisition at the operator's i0 (``input_noise="none"``, dose 1) of a
-    150 mm water disk, in the operator's domain; ``op(reference, dt)`` must add noise of variance
+    150 mm water disk, in the operator's domain and geometry (parallel or fan beam); ``op(reference, dt)`` must add noise of variance
     (e^{2 dt} - 1) times the reference's (std times e^dt), measured in the central 48 x 48 mm over 16 slices.
     Without electronic noise the CoT mapping is exact. A wrong per-bin variance, FBP gain or dose mapping
     fails this (the former test compared two draws of the operator with its own formula)."""
     spacing, n = (3.0, 3.0), 64
     water = _disk(n, 25.0)[None, None].repeat(16, 1, 1, 1)
-    scan = CTScan(i0=i0, electronic_std=0.0, num_views=90)
+    scan = CTScan(i0=i0, electronic_std=0.0, num_views=90, geometry=geometry)
     reference = water + low_dose_ct_noise(water, 1.0, spacing, scan, domain, "none", torch.Generator().manual_seed(seed))
-    op = CTDegradation(spacing=spacing, i0=i0, electronic_std=0.0, num_views=90, domain=domain)
+    op = CTDegradation(spacing=spacing, i0=i0, electronic_std=0.0, num_views=90, domain=domain, geometry=geometry)
     y = op(reference, dt, generator=torch.Generator().manual_seed(seed + 1))
     assert y.shape == reference.shape and y.dtype == reference.dtype
     core = slice(n // 2 - 8, n // 2 + 8)

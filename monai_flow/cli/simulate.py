@@ -26,10 +26,14 @@ INPUT is one NIfTI file or one DICOM series folder (a folder holding several ser
 pick one). OUTPUT is the NIfTI file to write (.nii or .nii.gz), or with --dicom-out the folder of
 a derived DICOM series (patient / study copied from a DICOM input).
 
-ct: --dose A simulates a scan at A times the input's dose (0 < A <= 1): parallel-beam
-Poisson-Gaussian noise in the sinogram, filtered back-projected and added to the image (HU in
-and out; pixel spacing from the header). The input is taken to be a real full-dose scan (only the
-extra noise of the lower dose is added); --input-noise none treats it as noise-free.
+ct: --dose A simulates a scan at A times the input's dose (0 < A <= 1); --target-mas M simulates an
+exposure of M mAs, A = M / the input's exposure (from the DICOM header: Exposure, else
+XRayTubeCurrent x ExposureTime, else ExposureInuAs; --input-mas gives it when the header has none).
+Poisson-Gaussian noise in the sinogram (--geometry parallel or fan, --bowtie, --modulation),
+filtered back-projected and added to the image (HU in and out; pixel spacing from the header). The
+input is taken to be a real full-dose scan (only the extra noise of the lower dose is added);
+--input-noise none treats it as noise-free. With --reference-mas R, --i0 is the photon count at R
+mAs and the input's exposure sets its photons (i0 x mAs / R).
 
 mr: --std S adds Rician noise (noncentral chi with --num-coils L > 1) of std S per real/imaginary
 part: '3%' is 3% of the volume's maximum (or of its --percentile with --relative-to percentile),
@@ -42,6 +46,7 @@ EPILOG = """\
 examples:
   monai-flow simulate ct full_dose.nii.gz quarter_dose.nii.gz --dose 0.25 --seed 0
   monai-flow simulate ct /data/ct_series/ /data/ct_series_10pct --dose 0.1 --dicom-out
+  monai-flow simulate ct /data/ct_series/ low.nii.gz --target-mas 50 --geometry fan --bowtie cylinder
   monai-flow simulate mr brain.nii.gz brain_noisy.nii.gz --std 3% --num-coils 8
   monai-flow simulate mr brain.nii.gz brain_noisy.nii.gz --std 12.5 --seed 7"""
 
@@ -80,6 +85,8 @@ def add_parser(subparsers, parents) -> None:
     level.add_argument("--dose", type=parse_dose, metavar="A", help="ct: dose fraction in (0, 1], e.g. 0.25")
     level.add_argument("--std", type=parse_std, metavar="S",
                        help="mr: noise std, '3%%' of the max or an absolute value")
+    level.add_argument("--target-mas", type=positive_float, metavar="M",
+                       help="ct: simulate an exposure of M mAs (dose fraction M / the input's exposure)")
     p.add_argument("--seed", type=int, help="noise seed (same seed, same output); default: random, printed")
     p.add_argument("--i0", type=positive_float, default=1e5,
                    help="ct: full-dose photons per detector bin and view (default 1e5)")
@@ -88,6 +95,15 @@ def add_parser(subparsers, parents) -> None:
                    help="ct: the input is a real full-dose scan (default) or noise-free")
     p.add_argument("--domain", choices=("projection", "image"), default="projection",
                    help="ct: sinogram simulation (default) or the fast image-domain approximation")
+    p.add_argument("--input-mas", type=positive_float, metavar="M",
+                   help="ct: the input's exposure in mAs, when its header has none (overrides the header)")
+    p.add_argument("--reference-mas", type=positive_float, metavar="R",
+                   help="ct: the exposure (mAs) at which the scan has --i0 photons; the input's exposure then sets them")
+    p.add_argument("--geometry", choices=("parallel", "fan"), default="parallel",
+                   help="ct: parallel beam (default, fastest) or clinical fan beam (docs/transforms.md)")
+    p.add_argument("--bowtie", choices=("none", "cylinder"), default="none", help="ct: bowtie filter (default none)")
+    p.add_argument("--modulation", choices=("none", "auto"), default="none",
+                   help="ct: angular tube-current modulation from the attenuation (default none)")
     p.add_argument("--num-coils", type=int, default=1, help="mr: coils combined by sum of squares (default 1: Rician)")
     p.add_argument("--relative-to", choices=("max", "percentile"), default="max",
                    help="mr: what a percent std refers to (default max)")
@@ -105,14 +121,17 @@ def _transform(args: argparse.Namespace):
 
     try:
         if args.modality == "ct":
-            if args.dose is None:
-                raise CLIError("simulate ct needs --dose A (dose fraction in (0, 1]), not --std.")
+            if args.dose is None and args.target_mas is None:
+                raise CLIError("simulate ct needs --dose A (dose fraction in (0, 1]) or --target-mas M, not --std.")
             if args.electronic_std < 0:
                 raise CLIError(f"--electronic-std must be >= 0 counts, got {args.electronic_std}.")
-            return LowDoseCTNoise(dose_fraction=args.dose, i0=args.i0, electronic_std=args.electronic_std,
-                                  domain=args.domain, input_noise=args.input_noise)
+            return LowDoseCTNoise(dose_fraction=1.0 if args.dose is None else args.dose, i0=args.i0,
+                                  electronic_std=args.electronic_std, domain=args.domain, input_noise=args.input_noise,
+                                  geometry=args.geometry, bowtie=None if args.bowtie == "none" else args.bowtie,
+                                  modulation=None if args.modulation == "none" else args.modulation,
+                                  reference_mas=args.reference_mas, target_mas=args.target_mas)
         if args.std is None:
-            raise CLIError("simulate mr needs --std S (e.g. 3% or 12.5), not --dose.")
+            raise CLIError("simulate mr needs --std S (e.g. 3% or 12.5), not --dose or --target-mas.")
         std, relative = args.std
         if args.num_coils < 1:
             raise CLIError(f"--num-coils must be >= 1, got {args.num_coils}.")
@@ -154,12 +173,22 @@ def run(args: argparse.Namespace) -> int:
         except InputError as e:
             raise CLIError(f"input {args.input}: {e}") from e
         seed = secrets.randbelow(2**31) if args.seed is None else args.seed
-        noisy = transform(img, seed=seed)
+        note = ""
+        if args.modality == "ct":
+            note = _attach_exposure(img, item, args)
+            try:
+                dose, _ = transform.exposure(img)
+                noisy = transform(img, seed=seed)
+            except ValueError as e:
+                raise CLIError(str(e)) from e
+        else:
+            noisy = transform(img, seed=seed)
         with Staged(args.overwrite) as staged:
             tmp = staged.file(out, ext)
             if args.dicom_out:
                 template = input_paths(item)[0] if item["format"] == "dicom" else None
-                level = f"dose {args.dose:g}" if args.modality == "ct" else f"noise std {args.std[0]:g}"
+                level = (f"dose {dose:.4g}" + (f" ({args.target_mas:g} mAs)" if args.target_mas else "")
+                         if args.modality == "ct" else f"noise std {args.std[0]:g}")
                 write_dicom_series(noisy, tmp, modality=modality, template=template,
                                    series_description=f"monai-flow simulated {level}"[:64],
                                    derivation_description=f"simulated with monai-flow ({level}, seed {seed})")
@@ -171,5 +200,32 @@ def run(args: argparse.Namespace) -> int:
             staged.commit()
     finally:
         folder.cleanup()
-    print(f"wrote {out} (seed {seed}{'' if args.seed is not None else '; pass --seed to reproduce'})")
+    print(f"wrote {out} (seed {seed}{'' if args.seed is not None else '; pass --seed to reproduce'}){note}")
     return EXIT_OK
+
+
+def _attach_exposure(img, item: dict, args: argparse.Namespace) -> str:
+    """Put the input's exposure in its metadata, where LowDoseCTNoise reads it: --input-mas, else the DICOM
+    header (a contradictory or non-numeric dose tag is an error naming it); returns a note for the user."""
+    from monai_flow.data.ct_exposure import EXPOSURE_META_KEY, CTExposure, read_ct_exposure
+
+    exposure = None
+    if args.input_mas is not None:
+        exposure = CTExposure(exposure_mas=(args.input_mas,), source="--input-mas")
+    elif item.get("format") == "dicom":
+        try:
+            exposure = read_ct_exposure(input_paths(item))
+        except ValueError as e:
+            raise CLIError(f"input {args.input}: {e}") from e
+    if exposure is None or exposure.exposure_mas is None:
+        if args.target_mas is not None and args.reference_mas is None:
+            raise CLIError(f"--target-mas needs the input's exposure: {args.input} has no Exposure, XRayTubeCurrent x "
+                           "ExposureTime or ExposureInuAs in its header; give --input-mas (or --reference-mas, the "
+                           "exposure the input is taken to have), or use --dose.")
+        return ""
+    depth = img.shape[-1] if img.ndim == 4 else 1
+    if len(exposure.exposure_mas) != depth:  # not one value per slice of this volume: the series mean
+        exposure = CTExposure(kvp=exposure.kvp, exposure_mas=(exposure.mean_mas,), source=exposure.source)
+    if hasattr(img, "meta"):
+        img.meta[EXPOSURE_META_KEY] = exposure.as_dict()
+    return f"; input exposure {exposure.mean_mas:.4g} mAs from {exposure.source}"

@@ -454,6 +454,17 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
+def _slice_order_key(path) -> tuple[float, int, str]:
+    """Sort key of a slice file: position along the slice normal, then InstanceNumber (as
+    :func:`list_dicom_series` orders a series)."""
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    pos = 0.0
+    if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+        o = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
+        pos = float(np.asarray(ds.ImagePositionPatient, dtype=np.float64) @ np.cross(o[:3], o[3:]))
+    return pos, int(ds.get("InstanceNumber", 0) or 0), str(path)
+
+
 def list_dicom_series(folder: str | os.PathLike, recursive: bool = True, report: dict | None = None) -> dict[str, list[str]]:
     """DICOM files under ``folder`` grouped by SeriesInstanceUID.
 

@@ -20,7 +20,14 @@ import torch
 from .ct_scan import CT_FILTERS, check_spacing
 from .nufft import NUFFTPlan2D
 
-__all__ = ["ParallelBeamGeometry", "directional_noise_gain", "fbp_noise_gain", "parallel_beam_geometry"]
+__all__ = [
+    "ParallelBeamGeometry",
+    "directional_noise_gain",
+    "fbp_noise_gain",
+    "kernel_response",
+    "parallel_beam_geometry",
+    "sample_line_integrals",
+]
 
 
 class ParallelBeamGeometry:
@@ -93,12 +100,17 @@ class ParallelBeamGeometry:
     def device(self) -> torch.device:
         return self._filter.device
 
-    def project(self, mu: torch.Tensor) -> torch.Tensor:
-        """Line integrals of ``mu`` (N, H, W) in 1/mm -> sinogram (N, V, L), dimensionless."""
+    def project(self, mu: torch.Tensor, upsample: int = 1) -> torch.Tensor:
+        """Line integrals of ``mu`` (N, H, W) in 1/mm -> sinogram (N, V, L), dimensionless.
+
+        ``upsample`` > 1 samples each projection ``upsample`` times more finely, ((L - 1) upsample + 1)
+        positions from the first bin to the last, by zero-padding its spectrum (exact: the projection of
+        the band-limited image has no content beyond the bins' frequencies)."""
         n = mu.shape[0]
         spectrum = self._plan.forward(mu.to(self.dtype)) * self._pixel_area * self._band
         spectrum = spectrum.reshape(n, self.num_views, -1) * self._bin_phase.conj()
-        sino = torch.fft.irfft(spectrum, n=self.padded_bins, dim=-1, norm="forward")[..., : self.num_bins]
+        length = (self.num_bins - 1) * upsample + 1
+        sino = torch.fft.irfft(spectrum, n=self.padded_bins * upsample, dim=-1, norm="forward")[..., :length]
         return sino * self._d_omega
 
     def fbp(self, sinogram: torch.Tensor) -> torch.Tensor:
@@ -122,36 +134,70 @@ class ParallelBeamGeometry:
 
         ``points`` (P, 2) are positions (y, x) in mm from the rotation centre; angle ``a`` is the ray
         of the view at ``theta_a = a pi / num_angles`` (:meth:`view_angles`) through the point,
-        ``x cos(theta) + y sin(theta) = s``. Bilinear samples along each ray, at most
-        ``max_samples`` of them and no closer than a pixel: a cheap summary of the path lengths
-        (hence the sinogram noise) each point sees, used by the noise predictions.
+        ``x cos(theta) + y sin(theta) = s`` (:func:`sample_line_integrals`): a cheap summary of the
+        path lengths (hence the sinogram noise) each point sees, used by the noise predictions.
         """
-        h, w = self.shape
-        dy, dx = self.spacing
-        points = torch.as_tensor(points, dtype=mu.dtype, device=mu.device).reshape(-1, 2)
-        theta = self.view_angles(num_angles).to(mu.device, mu.dtype)
-        cos, sin = torch.cos(theta), torch.sin(theta)
-        half = 0.5 * math.hypot(h * dy, w * dx)  # every pixel is within half of the foot of a ray
-        step = max(min(dy, dx), 2.0 * half / max(max_samples - 1, 1))
-        t = torch.arange(-half, half + 0.5 * step, step, device=mu.device, dtype=mu.dtype)
-        out = []
-        # bound the sampling grid (N x chunk x A x T x 2) to a few million entries
-        chunk = max(1, 4_000_000 // max(1, mu.shape[0] * num_angles * len(t)))
-        for start in range(0, points.shape[0], chunk):
-            pts = points[start : start + chunk]
-            s = pts[:, 1, None] * cos + pts[:, 0, None] * sin  # detector position of each ray, (P, A)
-            xs = s[..., None] * cos[:, None] - t * sin[:, None]  # foot s (cos, sin) + t (-sin, cos)
-            ys = s[..., None] * sin[:, None] + t * cos[:, None]
-            # normalised grid_sample coordinates (x along W, y along H), align_corners=True
-            grid = torch.stack([xs / (dx * (w - 1) / 2), ys / (dy * (h - 1) / 2)], dim=-1)
-            grid = grid.reshape(1, -1, len(t), 2).expand(mu.shape[0], -1, -1, -1)
-            samples = torch.nn.functional.grid_sample(mu[:, None], grid, align_corners=True, padding_mode="zeros")
-            out.append(samples[:, 0].sum(-1).reshape(mu.shape[0], pts.shape[0], num_angles) * step)
-        return torch.cat(out, dim=1)
+        return sample_line_integrals(mu, self.spacing, points, self.view_angles(num_angles), max_samples)
+
+    def noise_gain(self, points: torch.Tensor, num_angles: int = 16, kernel: torch.Tensor | None = None) -> torch.Tensor:
+        """FBP noise gain (P, num_angles) in (1/mm)^2 of the rays through ``points``: the per-view gain
+        :func:`directional_noise_gain`, the same for every point (parallel rays are evenly spaced)."""
+        gain = directional_noise_gain(self, self.view_angles(num_angles), kernel)
+        return gain[None].expand(torch.as_tensor(points).reshape(-1, 2).shape[0], -1)
+
+    def ray_channels(self, points: torch.Tensor, num_angles: int = 16) -> torch.Tensor:
+        """Fractional bin index (P, num_angles) of the rays through ``points`` (P, 2) ((y, x) mm)."""
+        points = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2).cpu()
+        theta = self.view_angles(num_angles)
+        s = points[:, 1:] * torch.cos(theta) + points[:, :1] * torch.sin(theta)
+        return s / self.bin_spacing + (self.num_bins - 1) / 2
 
     def central_line_integrals(self, mu: torch.Tensor, num_angles: int = 16) -> torch.Tensor:
         """Line integrals through the slice centre at ``num_angles`` view angles, (N, num_angles)."""
         return self.line_integrals_through(mu, torch.zeros(1, 2), num_angles)[:, 0]
+
+
+def sample_line_integrals(
+    mu: torch.Tensor, spacing: tuple[float, float], points: torch.Tensor, theta: torch.Tensor, max_samples: int = 1024
+) -> torch.Tensor:
+    """Line integrals (N, P, A) of ``mu`` (N, H, W) (1/mm, pixel ``spacing`` (dy, dx) mm) along the lines
+    through ``points`` (P, 2) ((y, x) mm from the centre) with normal angles ``theta`` ((A,) or (P, A),
+    radians): ``x cos(theta) + y sin(theta) = s``. Bilinear samples along each line, at most
+    ``max_samples`` of them and no closer than a pixel; zero outside the slice."""
+    h, w = mu.shape[-2:]
+    dy, dx = spacing
+    points = torch.as_tensor(points, dtype=mu.dtype, device=mu.device).reshape(-1, 2)
+    theta = torch.as_tensor(theta, dtype=mu.dtype, device=mu.device)
+    theta = theta[None].expand(points.shape[0], -1) if theta.ndim == 1 else theta
+    num_angles = theta.shape[-1]
+    half = 0.5 * math.hypot(h * dy, w * dx)  # every pixel is within half of the foot of a ray
+    step = max(min(dy, dx), 2.0 * half / max(max_samples - 1, 1))
+    t = torch.arange(-half, half + 0.5 * step, step, device=mu.device, dtype=mu.dtype)
+    out = []
+    # bound the sampling grid (N x chunk x A x T x 2) to a few million entries
+    chunk = max(1, 4_000_000 // max(1, mu.shape[0] * num_angles * len(t)))
+    for start in range(0, points.shape[0], chunk):
+        pts, th = points[start : start + chunk], theta[start : start + chunk]
+        cos, sin = torch.cos(th), torch.sin(th)  # (p, A)
+        s = pts[:, 1, None] * cos + pts[:, 0, None] * sin  # detector position of each ray, (p, A)
+        xs = (s * cos)[..., None] - t * sin[..., None]  # foot s (cos, sin) + t (-sin, cos)
+        ys = (s * sin)[..., None] + t * cos[..., None]
+        # normalised grid_sample coordinates (x along W, y along H), align_corners=True
+        grid = torch.stack([xs / (dx * (w - 1) / 2), ys / (dy * (h - 1) / 2)], dim=-1)
+        grid = grid.reshape(1, -1, len(t), 2).expand(mu.shape[0], -1, -1, -1)
+        samples = torch.nn.functional.grid_sample(mu[:, None], grid, align_corners=True, padding_mode="zeros")
+        out.append(samples[:, 0].sum(-1).reshape(mu.shape[0], pts.shape[0], num_angles) * step)
+    return torch.cat(out, dim=1)
+
+
+def kernel_response(fy: torch.Tensor, fx: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """``|K(f)|^2`` of a small image kernel (kh, kw) at frequencies ``fy``, ``fx`` (cycles per pixel, any
+    matching shapes), float64."""
+    kernel = torch.as_tensor(kernel, dtype=torch.float64).cpu()
+    jy = torch.arange(kernel.shape[0], dtype=torch.float64)[:, None]
+    jx = torch.arange(kernel.shape[1], dtype=torch.float64)[None, :]
+    phase = torch.exp(-2j * math.pi * (fy[..., None, None] * jy + fx[..., None, None] * jx))
+    return (phase * kernel).sum((-2, -1)).abs().square()
 
 
 def directional_noise_gain(
@@ -181,11 +227,7 @@ def directional_noise_gain(
         weight[-1] = 0.5 * weight[-1]
     weight = weight * ((fy.abs() <= 0.5) & (fx.abs() <= 0.5))
     if kernel is not None:
-        kernel = torch.as_tensor(kernel, dtype=torch.float64).cpu()
-        jy = torch.arange(kernel.shape[0], dtype=torch.float64)[:, None]
-        jx = torch.arange(kernel.shape[1], dtype=torch.float64)[None, :]
-        phase = torch.exp(-2j * math.pi * (fy[..., None, None] * jy + fx[..., None, None] * jx))
-        weight = weight * (phase * kernel).sum((-2, -1)).abs().square()
+        weight = weight * kernel_response(fy, fx, kernel)
     return (math.pi**2 / geometry.num_views) * d * weight.sum(-1) / (lp * d)
 
 

@@ -102,6 +102,18 @@ class NUFFTPlan2D:
         values = torch.view_as_complex(gathered.reshape(-1, image.shape[0], 2).permute(1, 0, 2).contiguous())
         return values * self.phase
 
+    def _gather_plan(self) -> None:
+        """The spreading pattern sorted by grid cell: sample of each (cell, sample) pair, its weight, and
+        where each cell's run starts (built on the first adjoint; 8 bytes per pair)."""
+        cells = self.index.reshape(-1)
+        order = torch.argsort(cells)
+        width2 = self.index.shape[1]
+        small = torch.int32 if cells.numel() < 2**31 else torch.int64
+        self._samples = torch.div(order, width2, rounding_mode="floor").to(small)
+        self._sample_weights = self.weight.reshape(-1)[order]
+        counts = torch.bincount(cells, minlength=self.grid[0] * self.grid[1])
+        self._cells = (torch.cumsum(counts, 0) - counts).to(small)  # offsets of each cell's bag
+
     def adjoint(self, values: torch.Tensor) -> torch.Tensor:
         """Type 1: ``image[j] = sum_p values[p] exp(+2 pi i xi_p . (j - c))``.
 
@@ -113,8 +125,14 @@ class NUFFTPlan2D:
         """
         ny, nx = self.shape
         n = values.shape[0]
-        spread = ((values * self.phase.conj())[:, :, None] * self.weight).reshape(n, -1)
-        grid = torch.zeros(n, self.grid[0] * self.grid[1], dtype=spread.dtype, device=spread.device)
-        grid.index_add_(1, self.index.reshape(-1), spread)
+        if not hasattr(self, "_cells"):
+            self._gather_plan()
+        # the adjoint spread as a gather: each grid cell sums its (sample, weight) pairs (embedding_bag
+        # over the samples, real and imaginary parts as columns; several times faster than index_add_)
+        shifted = values * self.phase.conj()
+        table = torch.view_as_real(shifted.transpose(0, 1).contiguous()).reshape(values.shape[1], 2 * n)
+        summed = torch.nn.functional.embedding_bag(self._samples, table, self._cells, mode="sum",
+                                                   per_sample_weights=self._sample_weights.to(table.dtype))
+        grid = torch.view_as_complex(summed.reshape(-1, n, 2).permute(1, 0, 2).contiguous())
         image = torch.fft.ifft2(grid.reshape(n, *self.grid), norm="forward")
         return torch.roll(image, (ny // 2, nx // 2), dims=(-2, -1))[:, :ny, :nx] / self.deapod

@@ -21,6 +21,9 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tenso
 from monai_flow.physics import MU_WATER_PER_MM, RELATIVE_TO, CTScan, low_dose_ct_noise, noncentral_chi_noise, resolve_noise_std
 from monai_flow.physics.ct_scan import check_domain, check_input_noise, check_spacing
 
+# CT defaults: CTScan's, the one place they are validated (tests check the transforms repeat them)
+_SCAN = CTScan()
+
 __all__ = ["LowDoseCTNoise", "RandLowDoseCTNoise", "RicianMRNoise", "RandRicianMRNoise"]
 
 def _check_range(name: str, value, low: float, high: float, low_open: bool = True) -> tuple[float, float]:
@@ -79,45 +82,79 @@ class _SeededNoise(Randomizable, Transform):
 class LowDoseCTNoise(_SeededNoise):
     """Simulate a lower-dose CT scan of a CT image in Hounsfield units.
 
-    ``domain="projection"``: HU -> attenuation with the pixel spacing (mm), parallel-beam line
-    integrals of each axial slice, Poisson-Gaussian noise in the sinogram and ramp-filtered FBP
-    of the noise alone, added to the input. ``domain="image"``: stationary noise with a
-    ramp-shaped spectrum and the variance the projection model gives at the slice centre.
-    Physics and limits: docs/transforms.md.
+    ``domain="projection"``: HU -> attenuation with the pixel spacing (mm), line integrals of each
+    axial slice (parallel or fan beam), Poisson-Gaussian noise in the sinogram (with the bowtie's
+    and the tube-current modulation's photons per ray) and FBP of the noise alone, added to the
+    input. ``domain="image"``: stationary noise with a ramp-shaped spectrum and the variance the
+    projection model gives at the slice centre. Physics, units, defaults and limits:
+    docs/transforms.md.
 
     Args:
         dose_fraction: a in (0, 1], the simulated dose relative to the input's.
-        i0: full-dose incident photons per detector bin and view (1e5..1e6 typical).
+        i0: full-dose incident photons per detector bin (channel) and view, at the central channel
+            without bowtie (1e5..1e6 typical).
         electronic_std: electronic noise std in counts per bin (3..10 typical); dose independent.
         mu_water: attenuation of water in 1/mm (0.0192 at about 70 keV).
         domain: "projection" or "image".
-        num_views: views over 180 degrees; num_bins: detector bins (default: the diagonal).
+        num_views: views over 180 degrees (parallel, default 720) or 360 degrees (fan, default 1152).
+        num_bins: detector bins (parallel, default: the diagonal) or channels (fan, default 736).
         filter_name: FBP filter, "ramp", "shepp-logan" or "hann" (sets the noise texture).
         input_noise: "full_dose" (the input is a real full-dose scan: add only the extra noise of
             the lower dose, Yu et al. 2012) or "none" (the input is noise-free, e.g. a phantom:
             simulate the whole Poisson-Gaussian acquisition at ``dose_fraction * i0``).
         spacing: in-plane pixel spacing (mm) along the first two spatial axes; ``None`` reads it
             from the MetaTensor affine (required then).
+        geometry: "parallel" (default: fastest; see docs/transforms.md) or "fan".
+        source_isocentre_mm, source_detector_mm, channel_pitch_mm, detector_shape, detector_offset:
+            the fan beam (source to rotation centre and to detector in mm, channel pitch at the
+            detector in mm, "arc" or "flat" detector, channel offset), see
+            :class:`~monai_flow.physics.CTScan`; defaults: Siemens SOMATOM Definition AS.
+        bowtie: None, "cylinder" or per-channel relative fluxes; bowtie_radius_mm, bowtie_min: the
+            "cylinder" shape (water cylinder radius in mm, edge transmission).
+        modulation: None, "auto" (angular, from each slice's attenuation) or per-view relative
+            tube currents.
+        reference_mas: exposure (mAs) at which the scan has ``i0`` photons: an input whose header
+            records an exposure then has ``i0 * mAs / reference_mas`` photons per bin.
+        target_mas: simulate this exposure (mAs) instead of ``dose_fraction``: the dose fraction is
+            ``target_mas`` over the input's exposure, read from its metadata
+            (:func:`monai_flow.data.ct_exposure.exposure_from_meta`), else ``reference_mas``.
     """
 
     def __init__(
         self,
         dose_fraction: float = 0.25,
-        i0: float = 1e5,
-        electronic_std: float = 5.0,
+        i0: float = _SCAN.i0,
+        electronic_std: float = _SCAN.electronic_std,
         mu_water: float = MU_WATER_PER_MM,
         domain: str = "projection",
-        num_views: int = 720,
+        num_views: int | None = None,
         num_bins: int | None = None,
         filter_name: str = "ramp",
         input_noise: str = "full_dose",
         spacing: Sequence[float] | None = None,
+        geometry: str = "parallel",
+        source_isocentre_mm: float = _SCAN.source_isocentre_mm,
+        source_detector_mm: float = _SCAN.source_detector_mm,
+        channel_pitch_mm: float = _SCAN.channel_pitch_mm,
+        detector_shape: str = "arc",
+        detector_offset: float = _SCAN.detector_offset,
+        bowtie: str | Sequence[float] | None = None,
+        bowtie_radius_mm: float = _SCAN.bowtie_radius_mm,
+        bowtie_min: float = _SCAN.bowtie_min,
+        modulation: str | Sequence[float] | None = None,
+        reference_mas: float | None = None,
+        target_mas: float | None = None,
     ) -> None:
         _check_range("dose_fraction", dose_fraction, 0.0, 1.0)
         self.dose_fraction = float(dose_fraction)
-        self.scan = CTScan(i0, electronic_std, mu_water, num_views, num_bins, filter_name)
+        self.scan = CTScan(i0, electronic_std, mu_water, num_views, num_bins, filter_name, geometry, source_isocentre_mm,
+                           source_detector_mm, channel_pitch_mm, detector_shape, detector_offset, bowtie, bowtie_radius_mm,
+                           bowtie_min, modulation, reference_mas)
         self.domain, self.input_noise = check_domain(domain), check_input_noise(input_noise)
         self.spacing = None if spacing is None else check_spacing(spacing)
+        if target_mas is not None:
+            _check_range("target_mas", target_mas, 0.0, float("inf"))
+        self.target_mas = None if target_mas is None else float(target_mas)
 
     def _spacing(self, img: NdarrayOrTensor) -> tuple[float, float]:
         if self.spacing is not None:
@@ -129,15 +166,47 @@ class LowDoseCTNoise(_SeededNoise):
             f"with an affine (got {type(img).__name__})."
         )
 
+    def exposure(self, img: NdarrayOrTensor, dose_fraction: float | None = None):
+        """Dose fraction and photons per bin of ``img`` from its header (docs/transforms.md, "Dose from
+        the header"): ``(a, i0)`` with ``i0`` a float or one value per axial slice (D,)."""
+        from monai_flow.data.ct_exposure import exposure_from_meta
+
+        exposure = exposure_from_meta(img.meta if isinstance(img, MetaTensor) else None)
+        per_slice = None if exposure is None else exposure.exposure_mas
+        i0 = self.scan.i0
+        if per_slice is not None and self.scan.reference_mas is not None:
+            i0 = self.scan.photons_for_exposure(torch.tensor(per_slice, dtype=torch.float64))
+            i0 = float(i0[0]) if i0.numel() == 1 else i0
+        if dose_fraction is not None or self.target_mas is None:
+            return (self.dose_fraction if dose_fraction is None else dose_fraction), i0
+        if per_slice is not None:
+            input_mas, where = sum(per_slice) / len(per_slice), f"its header ({exposure.source})"
+        elif self.scan.reference_mas is not None:
+            input_mas, where = self.scan.reference_mas, "reference_mas (the header has no exposure)"
+        else:
+            raise ValueError("target_mas needs the input's exposure: its metadata has no Exposure, XRayTubeCurrent x "
+                             "ExposureTime or ExposureInuAs, and reference_mas is not set; pass dose_fraction instead.")
+        if self.target_mas > input_mas * (1 + 1e-9):
+            raise ValueError(f"target_mas ({self.target_mas:g} mAs) exceeds the input's exposure ({input_mas:g} mAs, from "
+                             f"{where}): noise can only be added, a higher dose cannot be simulated.")
+        return self.target_mas / input_mas, i0
+
     def __call__(
         self, img: NdarrayOrTensor, dose_fraction: float | None = None, seed: int | None = None, randomize: bool = True
     ) -> NdarrayOrTensor:
-        """Args: img (C, H, W[, D]) in HU; ``dose_fraction`` overrides the constructor's."""
-        dose = self.dose_fraction if dose_fraction is None else _check_range("dose_fraction", dose_fraction, 0, 1)[0]
+        """Args: img (C, H, W[, D]) in HU; ``dose_fraction`` overrides the constructor's (and ``target_mas``)."""
+        if dose_fraction is not None:
+            dose_fraction = _check_range("dose_fraction", dose_fraction, 0, 1)[0]
+        dose, i0 = self.exposure(img, dose_fraction)
         batch = _as_batch(img)
+        if isinstance(i0, torch.Tensor):  # one photon count per axial slice (tube current along z)
+            slices = batch.shape[-1] if batch.ndim == 5 else 1
+            if i0.numel() != slices:
+                raise ValueError(f"the header has {i0.numel()} per-slice exposures but the image has {slices} axial slices.")
+            i0 = i0.reshape(1, -1).repeat_interleave(batch.shape[1], dim=1)  # slices are (D, C) ordered
         seed = self._seed_for(seed, randomize)
         noise = low_dose_ct_noise(batch, dose, self._spacing(img), self.scan, self.domain, self.input_noise,
-                                  _generator(seed, batch.device))
+                                  _generator(seed, batch.device), i0=i0)
         return _wrap(batch + noise, img)
 
 
@@ -205,13 +274,17 @@ class RandLowDoseCTNoise(_RandLevel):
     """:class:`LowDoseCTNoise` with probability ``prob`` at a dose drawn uniformly from ``dose_fraction``.
 
     Args:
-        dose_fraction: (min, max) in (0, 1]. Other arguments as :class:`LowDoseCTNoise`.
+        dose_fraction: (min, max) in (0, 1]. Other arguments as :class:`LowDoseCTNoise` (``target_mas``
+            must stay ``None``: the dose is drawn).
     """
 
     level_name = "dose_fraction"
 
     def __init__(self, prob: float = 1.0, dose_fraction: Sequence[float] = (0.1, 0.5), **kwargs) -> None:
         low, high = _check_range("dose_fraction", dose_fraction, 0.0, 1.0)
+        if kwargs.get("target_mas") is not None:
+            raise ValueError("target_mas: the random version draws dose_fraction from its range; use LowDoseCTNoise "
+                             "for a target exposure.")
         super().__init__(LowDoseCTNoise(dose_fraction=high, **kwargs), (low, high), prob)
 
 

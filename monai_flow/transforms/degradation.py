@@ -19,15 +19,16 @@ from monai_flow.physics import (
     CTScan,
     estimate_ct_noise_std,
     estimate_ct_i0,
-    estimate_rician_noise_std,
     low_dose_ct_noise,
     noncentral_chi_noise,
 )
 from monai_flow.physics.ct_scan import check_domain, check_input_noise, check_spacing
+from monai_flow.physics.noise_estimation import MR_NOISE_METHODS, estimate_mr_noise_std
 
-__all__ = ["CTDegradation", "DT_MAPPINGS", "MRDegradation", "NormalizedDegradation"]
+__all__ = ["CTDegradation", "DT_MAPPINGS", "MR_DOMAINS", "MRDegradation", "NormalizedDegradation"]
 
 DT_MAPPINGS = ("cot", "dose")
+MR_DOMAINS = ("magnitude", "second_moment")
 
 
 def _dt_tensor(dt, batch: int, like: torch.Tensor) -> torch.Tensor:
@@ -70,12 +71,22 @@ class CTDegradation:
     with 4 - 8 slices, 0.98 - 1.02 x the true i0 on average and within 10 %; pixel-scale anatomy
     counts as noise, so very high doses come out low).
 
+    Header exposure (issue 9's heterogeneous references): ``op(x, dt, exposure_mas=...)`` gives each
+    reference's exposure in mAs (float or (B,), e.g. read with
+    :func:`monai_flow.data.ct_exposure.read_ct_exposure`); with ``reference_mas`` set, a reference has
+    ``i0 * mAs / reference_mas`` photons; without it (``i0="estimate"``), the noise estimates are pooled
+    over the batch as ``median(estimate / mAs)`` and distributed by the exposures.
+
     Args:
         spacing: pixel spacing (dy, dx) of the axial plane in mm.
         i0: photons per bin and view of the references' (full-dose) scans, or "estimate".
         electronic_std, mu_water, num_views, num_bins, filter_name: the scan, see
             :class:`~monai_flow.physics.CTScan`.
         domain, input_noise: as :func:`~monai_flow.physics.low_dose_ct_noise`.
+        geometry, source_isocentre_mm, source_detector_mm, channel_pitch_mm, detector_shape,
+            detector_offset, bowtie, bowtie_radius_mm, bowtie_min, modulation, reference_mas: the
+            geometry, bowtie, tube-current modulation and exposure scale, see
+            :class:`~monai_flow.physics.CTScan`.
     """
 
     def __init__(
@@ -85,15 +96,30 @@ class CTDegradation:
         electronic_std: float = 5.0,
         mu_water: float = MU_WATER_PER_MM,
         domain: str = "projection",
-        num_views: int = 720,
+        num_views: int | None = None,
         num_bins: int | None = None,
         filter_name: str = "ramp",
         dt_mapping: str = "cot",
         input_noise: str = "full_dose",
+        geometry: str = "parallel",
+        source_isocentre_mm: float = 595.0,
+        source_detector_mm: float = 1085.6,
+        channel_pitch_mm: float = 1.2858,
+        detector_shape: str = "arc",
+        detector_offset: float = 0.25,
+        bowtie: str | Sequence[float] | None = None,
+        bowtie_radius_mm: float = 160.0,
+        bowtie_min: float = 0.1,
+        modulation: str | Sequence[float] | None = None,
+        reference_mas: float | None = None,
     ) -> None:
         _check_mapping(dt_mapping)
-        self.estimate_i0 = i0 == "estimate"
-        self.scan = CTScan(1.0 if self.estimate_i0 else i0, electronic_std, mu_water, num_views, num_bins, filter_name)
+        self.estimate_i0 = isinstance(i0, str) and i0 == "estimate"
+        if isinstance(i0, str) and not self.estimate_i0:
+            raise ValueError(f"i0 must be photons per bin (a number > 0) or 'estimate', got {i0!r}.")
+        self.scan = CTScan(1.0 if self.estimate_i0 else i0, electronic_std, mu_water, num_views, num_bins, filter_name,
+                           geometry, source_isocentre_mm, source_detector_mm, channel_pitch_mm, detector_shape,
+                           detector_offset, bowtie, bowtie_radius_mm, bowtie_min, modulation, reference_mas)
         self.spacing = check_spacing(spacing)
         self.domain, self.input_noise = check_domain(domain), check_input_noise(input_noise)
         self.i0, self.dt_mapping = i0, dt_mapping
@@ -106,26 +132,49 @@ class CTDegradation:
         """Per-sample noise std in HU, (B,)."""
         return estimate_ct_noise_std(x, hu_range=(-300.0, 300.0))
 
-    def reference_i0(self, x: torch.Tensor, i0=None) -> torch.Tensor | float:
-        """Photons per bin of each reference: ``i0`` given per call (float or (B,)), the
-        constructor's ``i0``, or per sample from its measured noise (B,)."""
+    def reference_i0(self, x: torch.Tensor, i0=None, exposure_mas=None, spacing=None) -> torch.Tensor | float:
+        """Photons per bin of each reference, by precedence: ``i0`` given per call (float or (B,)); each
+        reference's header exposure ``exposure_mas`` (float or (B,), mAs; see the class docstring); the
+        constructor's ``i0``; or per sample from its measured noise (B,). ``spacing`` (dy, dx) in mm
+        overrides the operator's for the noise estimate (e.g. an input of another resolution)."""
         if i0 is not None:
-            i0 = torch.as_tensor(i0, dtype=torch.float32, device=x.device).reshape(-1)
-            if i0.numel() not in (1, x.shape[0]) or not bool(torch.isfinite(i0).all() and (i0 > 0).all()):
-                raise ValueError(f"i0 must be > 0 photons per bin, a float or one per sample ({x.shape[0]}), got {i0.tolist()}.")
-            return i0.expand(x.shape[0])
+            return _per_sample("i0", i0, x)
+        spacing = self.spacing if spacing is None else check_spacing(spacing)
+        if exposure_mas is not None:
+            mas = _per_sample("exposure_mas", exposure_mas, x)
+            if self.scan.reference_mas is not None:
+                return self.scan.photons_for_exposure(mas)
+            if not self.estimate_i0:
+                raise ValueError("exposure_mas needs reference_mas (the exposure at which the scan has i0 photons) or "
+                                 "i0='estimate' (the exposures then distribute the pooled noise estimate).")
+            estimate = estimate_ct_i0(x, spacing, self.scan).to(mas)
+            valid = torch.isfinite(estimate) & (estimate > 0) & (estimate < 1e12)
+            if not bool(valid.any()):
+                return estimate
+            return (estimate[valid] / mas[valid]).median() * mas
         if not self.estimate_i0:
             return self.scan.i0
         # like with like: the measured high-pass noise against its prediction at the same positions
-        return estimate_ct_i0(x, self.spacing, self.scan)
+        return estimate_ct_i0(x, spacing, self.scan)
 
-    def __call__(self, x: torch.Tensor, dt, generator: torch.Generator | None = None, i0=None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, dt, generator: torch.Generator | None = None, i0=None,
+                 exposure_mas=None) -> torch.Tensor:
         """``x`` (B, C, H, W[, D]) in HU, ``dt`` float or (B,); ``i0`` per call overrides the constructor's
-        (each reference's photon count known from its exposure, e.g. ``RelativeFlow(degradation_keys={"i0": ...})``)."""
+        (each reference's photon count known from its exposure, e.g. ``RelativeFlow(degradation_keys={"i0": ...})``),
+        ``exposure_mas`` gives each reference's header exposure instead (:meth:`reference_i0`)."""
         dt = _dt_tensor(dt, x.shape[0], x)
         noise = low_dose_ct_noise(x, self.dose_fraction(dt).clamp_min(1e-6), self.spacing, self.scan, self.domain,
-                                  self.input_noise, generator, i0=self.reference_i0(x, i0))
+                                  self.input_noise, generator, i0=self.reference_i0(x, i0, exposure_mas))
         return x + noise
+
+
+def _per_sample(name: str, value, x: torch.Tensor) -> torch.Tensor:
+    """A positive float or one per sample, as (B,) float32 on ``x``'s device."""
+    value = torch.as_tensor(value, dtype=torch.float32, device=x.device).reshape(-1)
+    if value.numel() not in (1, x.shape[0]) or not bool(torch.isfinite(value).all() and (value > 0).all()):
+        unit = "photons per bin" if name == "i0" else "mAs"
+        raise ValueError(f"{name} must be > 0 {unit}, a float or one per sample ({x.shape[0]}), got {value.tolist()}.")
+    return value.expand(x.shape[0])
 
 
 class MRDegradation:
@@ -140,42 +189,98 @@ class MRDegradation:
     - ``dt_mapping="dose"``: ``s^2 = s_ref^2 (e^{dt} - 1)``, i.e. the signal-to-noise ratio of an
       acquisition with ``e^{-dt}`` times the averages (std grows by ``e^{dt/2}``).
 
+    **Domain.** Rician noise is not zero-mean: where the signal is low the magnitude is biased up,
+    and more so the noisier it is, so in the magnitude domain (``domain="magnitude"``, default) a
+    degradation step's increment ``y - x`` has a positive mean in dark tissue and a velocity target
+    built from it points at a biased image. ``domain="second_moment"`` works on
+    ``w = M^2 - 2 L s^2`` instead (:meth:`to_domain`), an unbiased estimate of the squared signal
+    ``A^2`` at every SNR: the operator maps ``w`` back to the magnitude with the reference's ``s``,
+    adds the noise, and returns ``w_y = M_y^2 - 2 L (s_ref^2 + s^2)``, so ``E[w_y | w] = w`` exactly:
+    zero-mean increments, as RelativeFlow's target ``(x - y) / (e^dt - 1)`` assumes. Its noise std
+    is ``2 A s`` (heteroscedastic, CoT-scaled by ``e^dt`` wherever ``A >~ s``). The network then
+    learns and denoises ``w``; :meth:`from_domain` returns the magnitude ``sqrt(max(w, 0))``, and
+    :class:`monai_flow.inferers.DomainInferer` wraps an inferer to do both conversions. This domain
+    needs each reference's ``s`` (``reference_std`` in the constructor or per call).
+
     Args:
         reference_std: the references' noise ``s_ref`` in image units, or ``None`` to estimate
-            it per sample from the background (:func:`estimate_rician_noise_std`). A
-            ``reference_std`` given per call (float or (B,)) takes precedence, e.g. a whole-volume
-            estimate for patches without background (``RelativeFlow(reference_std_key=...)``).
+            it per sample (magnitude domain only) with ``noise_estimator``. A ``reference_std``
+            given per call (float or (B,)) takes precedence, e.g. a whole-volume estimate for
+            patches without background (``RelativeFlow(reference_std_key=...)``).
         num_coils: L, receive coils combined by sum of squares.
+        noise_estimator: method of :func:`~monai_flow.physics.estimate_mr_noise_std`: ``"auto"``
+            (default: the background fit when there is a background consistent with the
+            high-frequency estimate, else the high-frequency estimate), ``"background"`` (air
+            only, the former behaviour) or ``"wavelet"``.
+        domain: ``"magnitude"`` or ``"second_moment"`` (see above).
     """
 
-    def __init__(self, reference_std: float | None = None, num_coils: int = 1, dt_mapping: str = "cot") -> None:
+    def __init__(
+        self,
+        reference_std: float | None = None,
+        num_coils: int = 1,
+        dt_mapping: str = "cot",
+        noise_estimator: str = "auto",
+        domain: str = "magnitude",
+    ) -> None:
         _check_mapping(dt_mapping)
         if reference_std is not None and not 0 <= reference_std < float("inf"):  # also refuses NaN
             raise ValueError(f"reference_std must be finite and >= 0, or None, got {reference_std}.")
         if int(num_coils) != num_coils or num_coils < 1:
             raise ValueError(f"num_coils must be an integer >= 1, got {num_coils}.")
+        if noise_estimator not in MR_NOISE_METHODS:
+            raise ValueError(f"noise_estimator must be one of {MR_NOISE_METHODS}, got {noise_estimator!r}.")
+        if domain not in MR_DOMAINS:
+            raise ValueError(f"domain must be one of {MR_DOMAINS}, got {domain!r}.")
         self.reference_std, self.num_coils, self.dt_mapping = reference_std, int(num_coils), dt_mapping
+        self.noise_estimator, self.domain = noise_estimator, domain
 
     def estimate_noise_std(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample noise ``s`` from the background, (B,)."""
-        return estimate_rician_noise_std(x, num_coils=self.num_coils)
+        """Per-sample noise ``s`` (B,) of magnitude images, by ``noise_estimator``
+        (:func:`~monai_flow.physics.estimate_mr_noise_std`)."""
+        return estimate_mr_noise_std(x, num_coils=self.num_coils, method=self.noise_estimator)
+
+    def _reference_std(self, x: torch.Tensor, batch: int, reference_std=None) -> torch.Tensor:
+        reference_std = self.reference_std if reference_std is None else reference_std
+        if reference_std is None:
+            if self.domain != "magnitude":
+                raise ValueError("domain='second_moment' needs reference_std (constructor or per call): "
+                                 "the noise of w = M^2 - 2 L s^2 cannot be estimated from w.")
+            return self.estimate_noise_std(x).float()
+        s_ref = torch.as_tensor(reference_std, dtype=torch.float32, device=x.device).reshape(-1)
+        if s_ref.numel() not in (1, batch) or bool((s_ref < 0).any()):
+            raise ValueError(f"reference_std must be >= 0, a float or one per sample ({batch}), got {s_ref.tolist()}.")
+        return s_ref.expand(batch)
 
     def added_std(self, x: torch.Tensor, dt: torch.Tensor, reference_std=None) -> torch.Tensor:
         """Std ``s`` (B,) of the noise one step of ``dt`` adds; ``reference_std`` overrides ``s_ref``."""
-        reference_std = self.reference_std if reference_std is None else reference_std
-        if reference_std is None:
-            s_ref = self.estimate_noise_std(x)
-        else:
-            s_ref = torch.as_tensor(reference_std, dtype=dt.dtype, device=dt.device).reshape(-1)
-            if s_ref.numel() not in (1, dt.numel()) or bool((s_ref < 0).any()):
-                raise ValueError(f"reference_std must be >= 0, a float or one per sample ({dt.numel()}), got {s_ref.tolist()}.")
-            s_ref = s_ref.expand_as(dt)
+        s_ref = self._reference_std(x, dt.numel(), reference_std)
         growth = torch.expm1(2.0 * dt) if self.dt_mapping == "cot" else torch.expm1(dt)
         return s_ref.to(dt) * growth.sqrt()
 
+    def to_domain(self, magnitude: torch.Tensor, std) -> torch.Tensor:
+        """Magnitude ``M`` (B, C, ...) with noise ``std`` (float or (B,)) to the operator's domain:
+        ``M`` itself, or ``w = M^2 - 2 L s^2`` (``"second_moment"``)."""
+        if self.domain == "magnitude":
+            return magnitude
+        s = self._reference_std(magnitude, magnitude.shape[0], std).to(magnitude)
+        return magnitude.square() - 2 * self.num_coils * s.reshape(-1, *([1] * (magnitude.ndim - 1))).square()
+
+    def from_domain(self, x: torch.Tensor) -> torch.Tensor:
+        """Back to a magnitude: identity, or ``sqrt(max(w, 0))`` (``"second_moment"``)."""
+        return x if self.domain == "magnitude" else x.clamp_min(0).sqrt()
+
     def __call__(self, x: torch.Tensor, dt, generator: torch.Generator | None = None, reference_std=None) -> torch.Tensor:
         dt = _dt_tensor(dt, x.shape[0], x)
-        return noncentral_chi_noise(x, self.added_std(x, dt, reference_std).to(x.dtype), self.num_coils, generator)
+        added = self.added_std(x, dt, reference_std).to(x.dtype)
+        if self.domain == "magnitude":
+            return noncentral_chi_noise(x, added, self.num_coils, generator)
+        s_ref = self._reference_std(x, x.shape[0], reference_std).to(x)
+        power = 2 * self.num_coils * s_ref.reshape(-1, *([1] * (x.ndim - 1))).square()
+        magnitude = (x + power).clamp_min(0).sqrt()  # the reference's noisy magnitude, exactly
+        noisier = noncentral_chi_noise(magnitude, added, self.num_coils, generator)
+        extra = 2 * self.num_coils * added.reshape(-1, *([1] * (x.ndim - 1))).square()
+        return noisier.square() - power - extra
 
 
 class NormalizedDegradation:

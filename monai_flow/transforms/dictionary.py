@@ -19,7 +19,7 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Randomizable, RandomizableTransform
 
 # MU_WATER_PER_MM through .array: it is the array default we mirror, wherever array.py imports it from.
-from .array import MU_WATER_PER_MM, LowDoseCTNoise, RandLowDoseCTNoise, RandRicianMRNoise, RicianMRNoise
+from .array import _SCAN, MU_WATER_PER_MM, LowDoseCTNoise, RandLowDoseCTNoise, RandRicianMRNoise, RicianMRNoise
 
 __all__ = [
     "LowDoseCTNoised", "LowDoseCTNoiseD", "LowDoseCTNoiseDict",
@@ -110,19 +110,21 @@ class LowDoseCTNoised(_SeededNoised):
             See also: :py:class:`monai.transforms.compose.MapTransform`
         dose_fraction: simulated dose relative to the input's, in (0, 1]; the incident photon
             count becomes ``dose_fraction * i0`` per detector bin and view.
-        i0: full-dose incident photons per detector bin and view (1e5..1e6 typical).
+        i0: full-dose incident photons per detector bin (channel) and view, at the central channel
+            without bowtie and at the nominal tube current (1e5..1e6 typical).
         electronic_std: standard deviation of the electronic (read-out) noise, in counts per
             detector bin and view (3..10 typical); it does not scale with the dose.
         mu_water: linear attenuation coefficient of water in 1/mm, which converts HU to
             attenuation (0.0192 1/mm: water at about 70 keV).
-        domain: ``"projection"``: HU -> attenuation with the pixel ``spacing``, parallel-beam line
-            integrals of each axial slice, Poisson-Gaussian noise in the sinogram and filtered
-            back-projection of the noise alone, added to the input. ``"image"``: stationary
+        domain: ``"projection"``: HU -> attenuation with the pixel ``spacing``, line integrals of
+            each axial slice in the chosen ``geometry``, Poisson-Gaussian noise in the sinogram and
+            filtered back-projection of the noise alone, added to the input. ``"image"``: stationary
             Gaussian noise with a ramp-shaped spectrum and the variance the projection model
             gives at the slice centre (faster, no streaks).
-        num_views: number of projection views over 180 degrees (also sets the noise level of
-            ``domain="image"``).
-        num_bins: number of detector bins per view; ``None``: enough to cover the slice diagonal.
+        num_views: number of projection views over 180 degrees (parallel; ``None``: 720) or 360
+            degrees (fan; ``None``: 1152); also sets the noise level of ``domain="image"``.
+        num_bins: number of detector bins per view (parallel; ``None``: enough to cover the slice
+            diagonal) or of detector channels (fan; ``None``: 736).
         filter_name: filtered back-projection filter, ``"ramp"``, ``"shepp-logan"`` or ``"hann"``;
             it sets the noise texture.
         input_noise: ``"full_dose"``: the input is a real full-dose scan, add only the extra
@@ -131,6 +133,28 @@ class LowDoseCTNoised(_SeededNoised):
             photons per detector bin and view.
         spacing: in-plane pixel spacing in mm along the first two spatial axes, ``(sy, sx)``;
             ``None``: read it from each item's MetaTensor affine (required then).
+        geometry: ``"parallel"`` (default; fastest, see docs/transforms.md for why it stays the
+            default) or ``"fan"``: third-generation fan beam over 360 degrees, whose parameters follow.
+        source_isocentre_mm: fan: distance from the X-ray source to the rotation centre, in mm.
+        source_detector_mm: fan: distance from the source to the detector, in mm; larger than
+            ``source_isocentre_mm``.
+        channel_pitch_mm: fan: detector channel pitch measured at the detector, in mm.
+        detector_shape: fan: ``"arc"`` (equiangular, centred on the source, as clinical scanners)
+            or ``"flat"`` (equispaced, as ASTRA's and ODL's fan beam).
+        detector_offset: fan: shift of the channel grid in channels (0.25: the quarter-detector
+            offset of third-generation scanners).
+        bowtie: relative incident flux per detector channel (bin): ``None`` (flat), ``"cylinder"``
+            (a filter that evens out the path through a water cylinder) or a sequence of
+            ``num_bins`` values.
+        bowtie_radius_mm: radius in mm of the water cylinder the ``"cylinder"`` bowtie compensates.
+        bowtie_min: lowest relative transmission of the ``"cylinder"`` bowtie, in (0, 1].
+        modulation: relative tube current per view: ``None`` (constant), ``"auto"`` (angular
+            modulation from each slice's attenuation, mean 1) or a sequence of ``num_views`` values.
+        reference_mas: exposure in mAs at which the scan has ``i0`` photons; an input whose header
+            records an exposure then has ``i0 * mAs / reference_mas`` photons per bin.
+        target_mas: simulate this exposure in mAs instead of ``dose_fraction``: the dose fraction
+            is ``target_mas`` over the item's exposure from its metadata (DICOM header), else over
+            ``reference_mas``.
         allow_missing_keys: don't raise exception if key is missing.
     """
 
@@ -141,15 +165,27 @@ class LowDoseCTNoised(_SeededNoised):
         keys: KeysCollection,
         *,
         dose_fraction: float = 0.25,
-        i0: float = 1e5,
-        electronic_std: float = 5.0,
+        i0: float = _SCAN.i0,
+        electronic_std: float = _SCAN.electronic_std,
         mu_water: float = MU_WATER_PER_MM,
         domain: str = "projection",
-        num_views: int = 720,
+        num_views: int | None = None,
         num_bins: int | None = None,
         filter_name: str = "ramp",
         input_noise: str = "full_dose",
         spacing: Sequence[float] | None = None,
+        geometry: str = "parallel",
+        source_isocentre_mm: float = _SCAN.source_isocentre_mm,
+        source_detector_mm: float = _SCAN.source_detector_mm,
+        channel_pitch_mm: float = _SCAN.channel_pitch_mm,
+        detector_shape: str = "arc",
+        detector_offset: float = _SCAN.detector_offset,
+        bowtie: str | Sequence[float] | None = None,
+        bowtie_radius_mm: float = _SCAN.bowtie_radius_mm,
+        bowtie_min: float = _SCAN.bowtie_min,
+        modulation: str | Sequence[float] | None = None,
+        reference_mas: float | None = None,
+        target_mas: float | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         transform = LowDoseCTNoise(
@@ -163,6 +199,18 @@ class LowDoseCTNoised(_SeededNoised):
             filter_name=filter_name,
             input_noise=input_noise,
             spacing=spacing,
+            geometry=geometry,
+            source_isocentre_mm=source_isocentre_mm,
+            source_detector_mm=source_detector_mm,
+            channel_pitch_mm=channel_pitch_mm,
+            detector_shape=detector_shape,
+            detector_offset=detector_offset,
+            bowtie=bowtie,
+            bowtie_radius_mm=bowtie_radius_mm,
+            bowtie_min=bowtie_min,
+            modulation=modulation,
+            reference_mas=reference_mas,
+            target_mas=target_mas,
         )
         super().__init__(keys, transform, allow_missing_keys)
 
@@ -182,19 +230,21 @@ class RandLowDoseCTNoised(_RandLeveld):
         dose_fraction: (min, max) range of the simulated dose relative to the input's, within
             (0, 1]; the incident photon count becomes ``dose_fraction * i0`` per detector bin
             and view.
-        i0: full-dose incident photons per detector bin and view (1e5..1e6 typical).
+        i0: full-dose incident photons per detector bin (channel) and view, at the central channel
+            without bowtie and at the nominal tube current (1e5..1e6 typical).
         electronic_std: standard deviation of the electronic (read-out) noise, in counts per
             detector bin and view (3..10 typical); it does not scale with the dose.
         mu_water: linear attenuation coefficient of water in 1/mm, which converts HU to
             attenuation (0.0192 1/mm: water at about 70 keV).
-        domain: ``"projection"``: HU -> attenuation with the pixel ``spacing``, parallel-beam line
-            integrals of each axial slice, Poisson-Gaussian noise in the sinogram and filtered
-            back-projection of the noise alone, added to the input. ``"image"``: stationary
+        domain: ``"projection"``: HU -> attenuation with the pixel ``spacing``, line integrals of
+            each axial slice in the chosen ``geometry``, Poisson-Gaussian noise in the sinogram and
+            filtered back-projection of the noise alone, added to the input. ``"image"``: stationary
             Gaussian noise with a ramp-shaped spectrum and the variance the projection model
             gives at the slice centre (faster, no streaks).
-        num_views: number of projection views over 180 degrees (also sets the noise level of
-            ``domain="image"``).
-        num_bins: number of detector bins per view; ``None``: enough to cover the slice diagonal.
+        num_views: number of projection views over 180 degrees (parallel; ``None``: 720) or 360
+            degrees (fan; ``None``: 1152); also sets the noise level of ``domain="image"``.
+        num_bins: number of detector bins per view (parallel; ``None``: enough to cover the slice
+            diagonal) or of detector channels (fan; ``None``: 736).
         filter_name: filtered back-projection filter, ``"ramp"``, ``"shepp-logan"`` or ``"hann"``;
             it sets the noise texture.
         input_noise: ``"full_dose"``: the input is a real full-dose scan, add only the extra
@@ -203,6 +253,26 @@ class RandLowDoseCTNoised(_RandLeveld):
             photons per detector bin and view.
         spacing: in-plane pixel spacing in mm along the first two spatial axes, ``(sy, sx)``;
             ``None``: read it from each item's MetaTensor affine (required then).
+        geometry: ``"parallel"`` (default; fastest, see docs/transforms.md for why it stays the
+            default) or ``"fan"``: third-generation fan beam over 360 degrees, whose parameters follow.
+        source_isocentre_mm: fan: distance from the X-ray source to the rotation centre, in mm.
+        source_detector_mm: fan: distance from the source to the detector, in mm; larger than
+            ``source_isocentre_mm``.
+        channel_pitch_mm: fan: detector channel pitch measured at the detector, in mm.
+        detector_shape: fan: ``"arc"`` (equiangular, centred on the source, as clinical scanners)
+            or ``"flat"`` (equispaced, as ASTRA's and ODL's fan beam).
+        detector_offset: fan: shift of the channel grid in channels (0.25: the quarter-detector
+            offset of third-generation scanners).
+        bowtie: relative incident flux per detector channel (bin): ``None`` (flat), ``"cylinder"``
+            (a filter that evens out the path through a water cylinder) or a sequence of
+            ``num_bins`` values.
+        bowtie_radius_mm: radius in mm of the water cylinder the ``"cylinder"`` bowtie compensates.
+        bowtie_min: lowest relative transmission of the ``"cylinder"`` bowtie, in (0, 1].
+        modulation: relative tube current per view: ``None`` (constant), ``"auto"`` (angular
+            modulation from each slice's attenuation, mean 1) or a sequence of ``num_views`` values.
+        reference_mas: exposure in mAs at which the scan has ``i0`` photons; an input whose header
+            records an exposure then has ``i0 * mAs / reference_mas`` photons per bin.
+        target_mas: must stay ``None`` (the random version draws the dose fraction).
         allow_missing_keys: don't raise exception if key is missing.
     """
 
@@ -214,15 +284,27 @@ class RandLowDoseCTNoised(_RandLeveld):
         prob: float = 1.0,
         *,
         dose_fraction: Sequence[float] = (0.1, 0.5),
-        i0: float = 1e5,
-        electronic_std: float = 5.0,
+        i0: float = _SCAN.i0,
+        electronic_std: float = _SCAN.electronic_std,
         mu_water: float = MU_WATER_PER_MM,
         domain: str = "projection",
-        num_views: int = 720,
+        num_views: int | None = None,
         num_bins: int | None = None,
         filter_name: str = "ramp",
         input_noise: str = "full_dose",
         spacing: Sequence[float] | None = None,
+        geometry: str = "parallel",
+        source_isocentre_mm: float = _SCAN.source_isocentre_mm,
+        source_detector_mm: float = _SCAN.source_detector_mm,
+        channel_pitch_mm: float = _SCAN.channel_pitch_mm,
+        detector_shape: str = "arc",
+        detector_offset: float = _SCAN.detector_offset,
+        bowtie: str | Sequence[float] | None = None,
+        bowtie_radius_mm: float = _SCAN.bowtie_radius_mm,
+        bowtie_min: float = _SCAN.bowtie_min,
+        modulation: str | Sequence[float] | None = None,
+        reference_mas: float | None = None,
+        target_mas: float | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         rand = RandLowDoseCTNoise(
@@ -237,6 +319,18 @@ class RandLowDoseCTNoised(_RandLeveld):
             filter_name=filter_name,
             input_noise=input_noise,
             spacing=spacing,
+            geometry=geometry,
+            source_isocentre_mm=source_isocentre_mm,
+            source_detector_mm=source_detector_mm,
+            channel_pitch_mm=channel_pitch_mm,
+            detector_shape=detector_shape,
+            detector_offset=detector_offset,
+            bowtie=bowtie,
+            bowtie_radius_mm=bowtie_radius_mm,
+            bowtie_min=bowtie_min,
+            modulation=modulation,
+            reference_mas=reference_mas,
+            target_mas=target_mas,
         )
         super().__init__(keys, rand, prob, allow_missing_keys)
 
