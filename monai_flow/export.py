@@ -162,17 +162,21 @@ def _trace(module: FlowDenoiser, device: torch.device) -> torch.jit.ScriptModule
 
 
 def _intensity(parser) -> dict[str, Any] | None:
-    """The bundle's ``ScaleIntensityRanged`` settings (network units from HU), if it has one."""
+    """The bundle's ``ScaleIntensityRanged`` settings (network units from HU), if it has one; the
+    values may be config references (``"@hu_offset"``) or expressions, which are resolved."""
     try:
         transforms = parser["preprocessing"]["transforms"]
     except (KeyError, TypeError):
         return None
-    for t in transforms if isinstance(transforms, list) else []:
+    for i, t in enumerate(transforms if isinstance(transforms, list) else []):
         if isinstance(t, dict) and str(t.get("_target_", "")).endswith("ScaleIntensityRanged"):
             keys = ("a_min", "a_max", "b_min", "b_max")
-            if all(isinstance(t.get(k), (int, float)) for k in keys):
-                return {"transform": "ScaleIntensityRanged", **{k: float(t[k]) for k in keys},
-                        "meaning": "network = (value - a_min) / (a_max - a_min) * (b_max - b_min) + b_min"}
+            try:
+                values = {k: float(parser.get_parsed_content(f"preprocessing#transforms#{i}#{k}")) for k in keys}
+            except (KeyError, TypeError, ValueError):
+                return None
+            return {"transform": "ScaleIntensityRanged", **values,
+                    "meaning": "network = (value - a_min) / (a_max - a_min) * (b_max - b_min) + b_min"}
     return None
 
 

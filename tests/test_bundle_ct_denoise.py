@@ -18,8 +18,14 @@ from monai.transforms import LoadImage
 REPO = Path(__file__).resolve().parent.parent
 
 
+# a smaller demo (2 training, 2 testing volumes) for every run (inference on demo/images would otherwise
+# ask for the default demo size and rebuild it); training on 64^2 slices with a 60-view operator
+DEMO = ("--demo#num_images", "4")
+TRAIN = ("--slices_per_volume", "2", "--slice_size", "[64, 64]", "--num_views", "60")
+
+
 def run_bundle(config: str, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, *overrides]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, *DEMO, *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -30,7 +36,7 @@ def run_bundle(config: str, *overrides: str) -> subprocess.CompletedProcess:
 def bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundles") / "ct_denoise"
     shutil.copytree(REPO / "bundles" / "ct_denoise", root, ignore=shutil.ignore_patterns("demo", "models", "eval", "output"))
-    run_bundle(str(root / "configs" / "train.json"), "--max_epochs", "2", "--val_interval", "1", "--slices_per_volume", "2")
+    run_bundle(str(root / "configs" / "train.json"), "--max_epochs", "2", "--val_interval", "1", *TRAIN)
     return root
 
 
@@ -42,7 +48,7 @@ def test_training_writes_model_and_resumable_checkpoint(bundle):
     # demo: noisy references for training, clean phantoms apart for evaluation only
     assert (bundle / "demo" / "reference").is_dir()
     # resume: the same command with more epochs continues from epoch 2
-    out = run_bundle(str(bundle / "configs" / "train.json"), "--max_epochs", "3", "--val_interval", "5", "--slices_per_volume", "2")
+    out = run_bundle(str(bundle / "configs" / "train.json"), "--max_epochs", "3", "--val_interval", "5", *TRAIN)
     assert "Epoch: 3/3" in out.stdout + out.stderr and "Epoch: 1/3" not in out.stdout + out.stderr
 
 
@@ -84,7 +90,9 @@ def test_inference_by_sliding_window_on_a_nifti_file(bundle, tmp_path):
 
 
 def test_evaluate_writes_metrics_for_every_level(bundle, tmp_path):
-    run_bundle(str(bundle / "configs" / "evaluate.json"), "--output_dir", str(tmp_path), "--doses", "[0.5, 0.1]", "--dt_schedule", "auto", "--target_std_hu", "30.0")
+    configs = repr([str(bundle / "configs" / "train.json"), str(bundle / "configs" / "evaluate.json")])  # the overlay
+    run_bundle(configs, "--output_dir", str(tmp_path), "--doses", "[0.5, 0.1]", "--dt_schedule", "auto", "--target_std_hu", "30.0",
+               "--max_dt", "0.5", "--min_dt", "0.2")  # the adaptive schedule in few steps
     with open(tmp_path / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     means = [r for r in rows if r["case"] == "mean"]

@@ -77,7 +77,8 @@ def test_inference_for_a_mask_and_label_saves_image_mask_and_sidecar(bundle, tmp
 
 def test_evaluate_writes_metrics_csv_and_grid(bundle, tmp_path):
     run_bundle(
-        bundle / "configs" / "evaluate.json", "--bundle_root", str(bundle), "--output_dir", str(tmp_path),
+        [bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json"], "--bundle_root", str(bundle),
+        "--output_dir", str(tmp_path),
         "--num_steps", "1", "--dataset#data", "$@datalist['testing'][:3]",
     )
     with open(tmp_path / "metrics.csv") as f:

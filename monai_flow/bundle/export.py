@@ -56,15 +56,21 @@ def network_example_inputs(network: nn.Module, batch: int = 2, size: int | None 
     return inputs
 
 
-def traced_network(network: nn.Module, batch: int = 2, size: int | None = None) -> torch.jit.ScriptModule:
+def traced_network(network: nn.Module, batch: int = 2, size: int | None = None,
+                   device: str | torch.device | None = None) -> torch.jit.ScriptModule:
     """``torch.jit.trace`` of ``network`` (in eval mode) on :func:`network_example_inputs`.
 
     The traced module shares the parameters of ``network``; loading a state dict into either
     changes both. Input checks that branch on values (e.g. label ranges) are evaluated on the
-    example and not repeated by the trace.
+    example and not repeated by the trace. A trace records the device it was made on (the
+    network moves its time input to the input's device): ``device`` (default: the network's)
+    is the device the saved file runs on, e.g. ``device="cuda"`` for a GPU deployment.
     """
     net = unwrap_network(network).eval()
-    example = network_example_inputs(net, batch=batch, size=size)
+    if device is not None:
+        net = net.to(device)
+    device = next(net.parameters()).device if any(True for _ in net.parameters()) else torch.device("cpu")
+    example = {k: v.to(device) for k, v in network_example_inputs(net, batch=batch, size=size).items()}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         return torch.jit.trace(net, example_kwarg_inputs=example, check_trace=False)
