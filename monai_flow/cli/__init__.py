@@ -1,9 +1,9 @@
 """The ``monai-flow`` command line (also ``python -m monai_flow.cli``).
 
-Subcommands: ``denoise`` (a denoising bundle on NIfTI / DICOM inputs), ``simulate`` (low-dose CT
-or MR noise on a volume), ``generate`` (MOTFM images from a mask and a class), ``demo`` (train
-ct_denoise on its demo data, denoise, write a comparison PNG) and ``export`` (TorchScript of a
-denoiser). See docs/cli.md.
+Subcommands: ``denoise`` (a denoising bundle on NIfTI / DICOM inputs, optionally adapted to each
+input first), ``simulate`` (low-dose CT or MR noise on a volume), ``generate`` (MOTFM images from a
+mask and a class), ``demo`` (train ct_denoise on its demo data, denoise, write a comparison PNG),
+``export`` (TorchScript of a denoiser) and ``cache`` (the adapted weights). See docs/cli.md.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ examples:
   monai-flow simulate mr brain.nii.gz noisy.nii.gz --std 3%
   monai-flow generate --bundle motfm_generation --mask mask.nii.gz --label 1 out/
   monai-flow export --bundle ct_denoise denoiser.ts
+  monai-flow denoise scan_dicom/ out/ --bundle ct_denoise --adapt   # fine-tune on the scan itself first
+  monai-flow cache list
 
 exit status: 0 success, 1 some inputs failed (the others were written), 2 usage or setup error.
 Run 'monai-flow COMMAND --help' for the options of a command; --verbose shows tracebacks."""
@@ -47,7 +49,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import demo, denoise, export, generate, simulate
+    from . import cache, demo, denoise, export, generate, simulate
 
     parser = _Parser(prog="monai-flow", description=DESCRIPTION, epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show tracebacks of errors")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command", parser_class=_Parser)
     sub.required = True
-    for module in (denoise, simulate, generate, demo, export):
+    for module in (denoise, simulate, generate, demo, export, cache):
         module.add_parser(sub, [common])
     return parser
 

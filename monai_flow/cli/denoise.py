@@ -12,9 +12,10 @@ import argparse
 
 from monai_flow.bundle import Bundle
 
-from .arguments import parse_device, positive_int
+from .arguments import parse_device, positive_float, positive_int
 from .inputs import discover
-from .pipeline import BUNDLES, Denoiser, add_bundle_options, denoise_items, output_naming, output_targets, plan_outputs, report
+from .errors import CLIError
+from .pipeline import ADAPTABLE, BUNDLES, Denoiser, add_bundle_options, denoise_items, output_naming, output_targets, plan_outputs, report
 from .safe_io import OutputFolder
 
 __all__ = ["add_parser", "run"]
@@ -63,6 +64,14 @@ def add_parser(subparsers, parents) -> None:
     p.add_argument("--dicom-out", action="store_true", help="also write a derived DICOM series per input")
     p.add_argument("--force-modality", action="store_true",
                    help="process DICOM series whose Modality tag differs from the bundle's (CT/MR)")
+    adapt = p.add_argument_group("adapting to the input (ct_denoise, mr_denoise)")
+    adapt.add_argument("--adapt", action="store_true",
+                       help="first fine-tune the denoiser on each input itself (no clean data needed), starting "
+                            "from the bundle's weights when it has them; adapted weights are cached by the input's "
+                            "content (see 'monai-flow cache')")
+    adapt.add_argument("--adapt-budget", type=positive_float, metavar="SECONDS",
+                       help="training time per input (default: the bundle's adapt.json, 240 s)")
+    adapt.add_argument("--no-cache", action="store_true", help="neither reuse nor store adapted weights")
     add_bundle_options(p)
     p.set_defaults(func=run)
 
@@ -70,15 +79,23 @@ def add_parser(subparsers, parents) -> None:
 def run(args: argparse.Namespace) -> int:
     device = parse_device(args.device) if args.device else None
     items = discover(args.input)
-    bundle = Bundle(args.bundle, args.bundle_root)
-    checkpoint = bundle.checkpoint(args.checkpoint)
+    adapt = getattr(args, "adapt", False)
+    if not adapt and (args.adapt_budget is not None or args.no_cache):
+        raise CLIError("--adapt-budget and --no-cache apply with --adapt.")
+    configs = ["inference.json", "adapt.json"] if adapt else "inference.json"
+    if adapt and args.bundle not in ADAPTABLE:
+        raise CLIError(f"--adapt works with the RelativeFlow bundles {ADAPTABLE}, not {args.bundle}.")
+    bundle = Bundle(args.bundle, args.bundle_root, config=configs)
+    checkpoint = bundle.checkpoint(args.checkpoint) if (args.checkpoint or not adapt or
+                                                         bundle.default_checkpoint.exists()) else None
     out = OutputFolder(args.output)
     postfix, ext = output_naming(bundle)
     plan_outputs(items, out, lambda it: output_targets(it, out.path, postfix, args.dicom_out, ext), args.input,
                  args.overwrite)
     out.prepare()
     try:
-        denoiser = Denoiser(bundle, checkpoint, device, args.steps, args.roi)
+        denoiser = Denoiser(bundle, checkpoint, device, args.steps, args.roi,
+                            adapt={"budget": args.adapt_budget, "cache": not args.no_cache} if adapt else None)
         written, failed = denoise_items(denoiser, items, out, args.dicom_out, args.overwrite, args.force_modality,
                                         getattr(args, "verbose", False))
     finally:

@@ -20,6 +20,7 @@ __all__ = ["BUNDLES", "Denoiser", "add_bundle_options", "denoise_items", "output
            "plan_outputs", "report"]
 
 BUNDLES = ("ct_denoise", "mr_denoise", "ct_restore")
+ADAPTABLE = ("ct_denoise", "mr_denoise")  # bundles with an adapt.json (RelativeFlow learns from the input itself)
 _MODALITY = {"ct_denoise": "CT", "ct_restore": "CT", "mr_denoise": "MR"}
 
 
@@ -48,15 +49,21 @@ def output_targets(item: dict, out_dir: Path, postfix: str, dicom: bool, ext: st
 class Denoiser:
     """A bundle's inference pieces, applied to one item at a time."""
 
-    def __init__(self, bundle: Bundle, checkpoint: Path, device: str | None = None, steps: int | None = None,
-                 roi: list[int] | None = None) -> None:
+    def __init__(self, bundle: Bundle, checkpoint: Path | None, device: str | None = None, steps: int | None = None,
+                 roi: list[int] | None = None, adapt: dict | None = None) -> None:
+        """``checkpoint=None`` (only with ``adapt``): start from the untrained network. ``adapt``:
+        ``{"budget": seconds or None, "cache": bool}`` for a bundle read with its ``adapt.json``."""
         import torch
 
         self.bundle = bundle
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         bundle.set_device(self.device)
-        if bundle.has("ckpt_path"):
+        if checkpoint is not None and bundle.has("ckpt_path"):
             bundle.set("ckpt_path", str(checkpoint))
+        if adapt is not None:
+            if adapt.get("budget") is not None:
+                bundle.set("adapt_budget_seconds", float(adapt["budget"]))
+            bundle.set("adapt_cache", bool(adapt.get("cache", True)))
         if steps is not None:
             if not bundle.has("num_steps"):
                 raise CLIError(f"bundle {bundle.name} has no num_steps setting: --steps is not supported.")
@@ -68,7 +75,15 @@ class Denoiser:
             if bundle.has("use_sliding_window"):
                 bundle.set("use_sliding_window", True)
             bundle.set("roi_size", [int(r) for r in roi])
-        self.network = bundle.load_network(checkpoint, self.device)
+        if checkpoint is None:
+            if adapt is None:
+                raise CLIError(f"bundle {bundle.name}: no network weights given.")
+            tqdm_write(f"monai-flow: bundle {bundle.name} has no trained model ({bundle.default_checkpoint}); "
+                       "adapting from an untrained network.")
+            torch.manual_seed(0)  # the same starting weights every time: a rerun finds its cached adaptation
+            self.network = (bundle.get("network") if bundle.has("network") else bundle.get("network_def")).eval()
+        else:
+            self.network = bundle.load_network(checkpoint, self.device)
         if roi is not None:
             self._check_roi(roi)
         self.inferer = bundle.get("inferer")
@@ -131,8 +146,17 @@ class Denoiser:
         data = self.prepare(data)
         batch = list_data_collate([data])
         x = batch["image"].to(self.device)
-        with torch.no_grad():
-            pred = self.inferer(x, self.network)
+        try:
+            with torch.no_grad():
+                pred = self.inferer(x, self.network)
+        except ValueError as e:
+            from monai_flow.adaptation import AdaptationError
+
+            if isinstance(e, AdaptationError):
+                raise InputError(f"cannot adapt to this input: {e}") from e
+            raise
+        for result in getattr(self.inferer, "results", [])[-1:]:
+            tqdm_write(f"monai-flow: {display_name(item)}: " + describe_adaptation(result))
         data["pred"] = decollate_batch(pred.detach().cpu())[0]
         return self.post(data)["pred"]
 
@@ -149,6 +173,22 @@ class Denoiser:
                 write_dicom_series(pred, staged.folder(targets[1]), modality=self.modality, template=template,
                                    series_description=self.series_description)
             return staged.commit()
+
+
+def tqdm_write(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def describe_adaptation(result: dict) -> str:
+    """One line on what an adaptation did (or that its weights came from the cache)."""
+    if result.get("cached"):
+        return f"adapted weights reused from the cache (key {result['key'][:12]})"
+    noise = result.get("noise") or {}
+    source = noise.get("i0_source") or noise.get("noise_source")
+    return (f"adapted in {result.get('seconds')} s ({result.get('iterations')} iterations, final loss "
+            f"{result.get('loss', float('nan')):.4g}" + (f", noise level from {source})" if source else ")"))
 
 
 def denoise_items(denoiser: Denoiser, items: list[dict], out: OutputFolder, dicom: bool, overwrite: bool,
