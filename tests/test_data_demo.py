@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.fil
 @pytest.fixture(scope="module")
 def ct_demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("ct") / "demo"
-    return prepare_demo_data("ct_denoise", str(root), seed=0, num_images=4)
+    return prepare_demo_data("ct_denoise", str(root), seed=0, num_images=4, image_size=128)
 
 
 def _load(path):
@@ -51,10 +51,13 @@ def test_ct_demo_layout_and_noise_levels(ct_demo):
         np.testing.assert_allclose(_load(f"{root}/{vol['image']}").affine.numpy(), ref_img.affine, atol=1e-4)
         body = ref > -900
         diff = (noisy - ref)[body]
-        assert abs(diff.mean()) < 3.0  # unbiased, HU
+        # nearly unbiased: the log of few counts along the longest rays (photon starvation) biases a little
+        assert abs(diff.mean()) < 0.25 * diff.std()
         stds.append(diff.std())
-        lung, soft = np.isclose(ref, -850), (ref > 0) & (ref < 100)
-        assert abs(noisy[lung].mean() + 850) < 5 and abs(noisy[soft].mean() - 45) < 15  # HU of tissues
+        lung, soft = (ref > -950) & (ref < -750), (ref > 0) & (ref < 100)  # textured tissues: ranges, not values
+        assert lung.sum() > 500 and soft.sum() > 500
+        for tissue in (lung, soft):  # each tissue keeps its HU
+            assert abs((noisy - ref)[tissue].mean()) < 0.25 * diff.std()
     doses = np.array([v["dose_fraction"] for v in info["volumes"]])
     assert doses.min() >= 0.25 and doses.max() <= 1.0 and doses.max() / doses.min() > 1.5
     stds = np.array(stds)
@@ -75,15 +78,15 @@ def test_demo_idempotent_and_deterministic(ct_demo, tmp_path):
     root = ct_demo["dataset_dir"]
     marker = f"{root}/{DEMO_MARKER}"
     mtime = os.stat(marker).st_mtime_ns
-    again = prepare_demo_data("ct_denoise", root, seed=0, num_images=4)
+    again = prepare_demo_data("ct_denoise", root, seed=0, num_images=4, image_size=128)
     assert again == ct_demo and os.stat(marker).st_mtime_ns == mtime  # reused, not rewritten
-    other = prepare_demo_data("ct_denoise", str(tmp_path / "same_seed"), seed=0, num_images=4)
+    other = prepare_demo_data("ct_denoise", str(tmp_path / "same_seed"), seed=0, num_images=4, image_size=128)
     for a, b in zip(ct_demo["info"]["volumes"], other["info"]["volumes"]):
         assert a["dose_fraction"] == b["dose_fraction"] and a["shape"] == b["shape"]
         np.testing.assert_array_equal(_load(f"{root}/{a['image']}").numpy(),
                                       _load(f"{other['dataset_dir']}/{b['image']}").numpy())
     # a demo of ours with other parameters is replaced
-    changed = prepare_demo_data("ct_denoise", str(tmp_path / "same_seed"), seed=1, num_images=3)
+    changed = prepare_demo_data("ct_denoise", str(tmp_path / "same_seed"), seed=1, num_images=3, image_size=128)
     assert changed["info"]["seed"] == 1 and len(changed["info"]["volumes"]) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["same_seed"]  # no staging leftovers
 
@@ -102,15 +105,15 @@ def test_refuses_foreign_folder(tmp_path):
 
 
 def test_mr_demo_rician_levels(tmp_path):
-    out = prepare_demo_data("mr_denoise", str(tmp_path / "mr"), seed=0)
+    out = prepare_demo_data("mr_denoise", str(tmp_path / "mr"), seed=0, image_size=(64, 56, 24))
     vols = out["info"]["volumes"]
-    assert len(vols) == 5 and len(out["validation"]) == 2
+    assert len(vols) == 4 and len(out["validation"]) == 2
     fractions = np.array([v["noise_fraction_of_max"] for v in vols])
     assert fractions.min() >= 0.01 and fractions.max() <= 0.05 and fractions.max() / fractions.min() > 2
     for v in vols:
         noisy = _load(f"{out['dataset_dir']}/{v['image']}")
         ref = nib.load(f"{out['dataset_dir']}/{v['reference']}").get_fdata()
-        assert tuple(noisy.shape) == (64, 64, 64)
+        assert tuple(noisy.shape) == (64, 56, 24)
         background = noisy.numpy()[ref == 0]
         assert background.mean() == pytest.approx(1.2533 * v["noise_std"], rel=0.05)  # Rayleigh background
         est = float(estimate_rician_noise_std(torch.as_tensor(noisy.numpy())[None, None])[0])
@@ -128,7 +131,10 @@ def test_motfm_demo_masks_and_classes(tmp_path):
         m, x = mask.numpy(), img.numpy()
         assert (m == MASK_LABELS["lesion"]).any() == bool(it["label"])
         assert set(np.unique(m)) <= set(MASK_LABELS.values())
-        assert np.all(x[m == MASK_LABELS["air"]] == -1000) and np.all(x[m == MASK_LABELS["lung"]] == -850)
+        # masks follow the phantom's tissue labels: air is air, lung is lung-dense, bone is dense
+        air = x[m == MASK_LABELS["air"]]  # partial-volume edges: only most of an air voxel is air
+        assert np.median(air) == -1000 and air.mean() < -950 and np.median(x[m == MASK_LABELS["lung"]]) < -600
+        assert np.median(x[m == MASK_LABELS["bone"]]) > 150
         np.testing.assert_allclose(img.affine.numpy(), mask.affine.numpy())
     assert build_datalist(out["dataset_dir"])["training"] == out["training"]
 

@@ -3,7 +3,7 @@ copy of the network on the input volume within a time budget, cache the weights 
 content, then denoise. :class:`AdaptiveInferer` wraps any denoising inferer with it."""
 
 from .cache import AdaptationCache, content_key, default_cache_dir
-from .ct import CTAdaptation, NoiseBasisDegradation
+from .ct import CTAdaptation
 from .inferer import AdaptiveInferer, header_meta
 from .mr import MRAdaptation
 from .training import AdaptationError, AdaptationResult, VolumeAdaptation
@@ -15,7 +15,6 @@ __all__ = [
     "AdaptiveInferer",
     "CTAdaptation",
     "MRAdaptation",
-    "NoiseBasisDegradation",
     "VolumeAdaptation",
     "content_key",
     "default_cache_dir",

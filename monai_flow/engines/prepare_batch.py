@@ -10,6 +10,8 @@ from monai.data import MetaTensor
 from monai.engines.utils import PrepareBatch
 from monai.utils import CommonKeys
 
+from monai_flow.flows.base import degradation_kwargs
+
 __all__ = ["PrepareDegradedBatch", "PrepareFlowBatch", "PrepareGenerationBatch"]
 
 
@@ -62,16 +64,20 @@ class PrepareDegradedBatch(PrepareBatch):
     reseeded at every run, so every validation sees the same noise and scores are comparable.
 
     Args:
-        degradation: ``op(x, level, generator=None)``.
+        degradation: ``op(x, level, generator=None, **kwargs)``.
         level: degradation level (e.g. dt) applied to every sample.
+        degradation_keys: operator argument -> batch key of per-sample values passed to the degradation
+            (e.g. ``{"spacing": "spacing"}``, see :func:`~monai_flow.flows.base.degradation_kwargs`).
         image_key: batch key of the reference.
         seed: seed of the degradation noise.
     """
 
-    def __init__(self, degradation, level: float, image_key: str = CommonKeys.IMAGE, seed: int = 0) -> None:
+    def __init__(self, degradation, level: float, image_key: str = CommonKeys.IMAGE, seed: int = 0,
+                 degradation_keys: Mapping[str, str] | None = None) -> None:
         if not callable(degradation):
             raise ValueError(f"degradation must be callable op(x, level, generator=None), got {type(degradation).__name__}.")
         self.degradation, self.level, self.image_key, self.seed = degradation, float(level), image_key, int(seed)
+        self.degradation_keys = dict(degradation_keys or {})
         self._generators: dict[torch.device, torch.Generator] = {}
 
     def reset(self, engine=None) -> None:
@@ -90,7 +96,8 @@ class PrepareDegradedBatch(PrepareBatch):
         x = torch.as_tensor(batchdata[self.image_key]).to(device=device, non_blocking=non_blocking, **kwargs).float()
         gen = self._generators.setdefault(x.device, torch.Generator(device=x.device).manual_seed(self.seed))
         with torch.no_grad():
-            y = self.degradation(x, torch.full((x.shape[0],), self.level, device=x.device), generator=gen)
+            kwargs = degradation_kwargs(batchdata, self.degradation_keys, x)
+            y = self.degradation(x, torch.full((x.shape[0],), self.level, device=x.device), generator=gen, **kwargs)
         return y, x
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from monai_flow.flows.base import degradation_kwargs
+
 from .metrics import image_scores
 from .reports import write_csv, write_figure
 
@@ -27,6 +29,7 @@ def evaluate_restoration(
     device: str | torch.device = "cpu",
     seed: int = 0,
     level_name: str = "level",
+    degradation_keys: Mapping[str, str] | None = None,
 ) -> list[dict]:
     """Degrade held-out volumes at each level, restore them, and score input and output.
 
@@ -36,7 +39,8 @@ def evaluate_restoration(
     network)``; PSNR / SSIM / RMSE of the noisy input and of the output against the source
     (:func:`.image_scores`). Writes ``metrics.csv`` (one row per case and level, plus the means)
     and ``example.png`` (input / output / reference, middle axial slice of the first case at the
-    middle level) into ``output_dir``, atomically. Returns the rows.
+    middle level) into ``output_dir``, atomically. Returns the rows. ``degradation_keys`` maps
+    operator arguments to batch keys of per-sample values (e.g. ``{"spacing": "spacing"}``).
     """
     out_dir = Path(output_dir)
     generator = torch.Generator(device=torch.device(device)).manual_seed(seed)
@@ -48,7 +52,8 @@ def evaluate_restoration(
             source = batch.get(reference_key, batch[image_key])
             source = torch.as_tensor(source).to(device).float()
             for i, level in enumerate(levels):
-                noisy = degradation(source, torch.full((source.shape[0],), float(level), device=device), generator=generator)
+                noisy = degradation(source, torch.full((source.shape[0],), float(level), device=device), generator=generator,
+                                    **degradation_kwargs(batch, degradation_keys, source))
                 output = inferer(noisy, network)
                 row = {"case": case, level_name: level}
                 row.update({f"input_{k}": v for k, v in image_scores(noisy, source, window).items()})

@@ -24,15 +24,17 @@ def degradation_kwargs(data: Mapping[str, Any], keys: Mapping[str, str] | None, 
     ``keys`` maps operator argument -> batch key, e.g. ``{"i0": "photons"}`` for
     :class:`~monai_flow.transforms.CTDegradation` (each reference's known exposure) or
     ``{"reference_std": "noise_std"}`` for :class:`~monai_flow.transforms.MRDegradation`.
-    Values go to ``like``'s device and dtype: one number per sample becomes a (B,) tensor, image-shaped
-    values (B, C, *spatial), e.g. precomputed noise fields, keep their shape.
+    Values go to ``like``'s device and dtype: one number per sample becomes a (B,) tensor; vectors per
+    sample (B, n), e.g. a pixel spacing, and image-shaped values (B, C, *spatial), e.g. precomputed noise
+    fields, keep their shape.
     """
     kwargs = {}
     for argument, key in (keys or {}).items():
         if key not in data:
             raise ValueError(f"batch has no '{key}' (degradation argument '{argument}'), got keys {sorted(map(str, data))}.")
         value = torch.as_tensor(data[key]).to(like.device, like.dtype)
-        kwargs[argument] = value if value.ndim == like.ndim else value.reshape(-1)
+        vector = value.ndim == 2 and value.shape[1] > 1
+        kwargs[argument] = value if value.ndim == like.ndim or vector else value.reshape(-1)
     return kwargs
 
 

@@ -17,7 +17,8 @@ from monai_flow.physics import (
     predicted_ct_noise_std,
 )
 
-from .degradation import CTDegradation, MRDegradation, NormalizedDegradation
+from .degradation import CTDegradation, MRDegradation, NoiseBasisDegradation, NormalizedDegradation
+from .noise_basis import CTNoiseBasisd, CTNoiseBasisD, CTNoiseBasisDict, PixelSpacingd, slice_photons
 from .dictionary import (
     LowDoseCTNoised,
     LowDoseCTNoiseD,
@@ -35,6 +36,9 @@ from .dictionary import (
 
 __all__ = [
     "CTDegradation",
+    "CTNoiseBasisD",
+    "CTNoiseBasisDict",
+    "CTNoiseBasisd",
     "CTScan",
     "LowDoseCTNoise",
     "LowDoseCTNoiseD",
@@ -42,7 +46,9 @@ __all__ = [
     "LowDoseCTNoised",
     "MRDegradation",
     "MU_WATER_PER_MM",
+    "NoiseBasisDegradation",
     "NormalizedDegradation",
+    "PixelSpacingd",
     "RandLowDoseCTNoise",
     "RandLowDoseCTNoiseD",
     "RandLowDoseCTNoiseDict",
@@ -62,4 +68,5 @@ __all__ = [
     "mu_to_hu",
     "noncentral_chi_noise",
     "predicted_ct_noise_std",
+    "slice_photons",
 ]

@@ -25,7 +25,7 @@ from monai_flow.physics import (
 from monai_flow.physics.ct_scan import check_domain, check_input_noise, check_spacing
 from monai_flow.physics.noise_estimation import MR_NOISE_METHODS, estimate_mr_noise_std
 
-__all__ = ["CTDegradation", "DT_MAPPINGS", "MR_DOMAINS", "MRDegradation", "NormalizedDegradation"]
+__all__ = ["CTDegradation", "DT_MAPPINGS", "MR_DOMAINS", "MRDegradation", "NoiseBasisDegradation", "NormalizedDegradation"]
 
 DT_MAPPINGS = ("cot", "dose")
 MR_DOMAINS = ("magnitude", "second_moment")
@@ -77,8 +77,12 @@ class CTDegradation:
     ``i0 * mAs / reference_mas`` photons; without it (``i0="estimate"``), the noise estimates are pooled
     over the batch as ``median(estimate / mAs)`` and distributed by the exposures.
 
+    Native resolution: with ``spacing=None`` each call must give the references' pixel spacing,
+    ``op(x, dt, spacing=...)`` ((2,) for the batch, or (B, 2) per sample, e.g. from batch keys written by
+    :class:`~monai_flow.transforms.PixelSpacingd` through ``degradation_keys={"spacing": "spacing"}``).
+
     Args:
-        spacing: pixel spacing (dy, dx) of the axial plane in mm.
+        spacing: pixel spacing (dy, dx) of the axial plane in mm, or None (given per call).
         i0: photons per bin and view of the references' (full-dose) scans, or "estimate".
         electronic_std, mu_water, num_views, num_bins, filter_name: the scan, see
             :class:`~monai_flow.physics.CTScan`.
@@ -91,7 +95,7 @@ class CTDegradation:
 
     def __init__(
         self,
-        spacing: Sequence[float] = (1.0, 1.0),
+        spacing: Sequence[float] | None = (1.0, 1.0),
         i0: float | str = 1e5,
         electronic_std: float = 5.0,
         mu_water: float = MU_WATER_PER_MM,
@@ -120,9 +124,23 @@ class CTDegradation:
         self.scan = CTScan(1.0 if self.estimate_i0 else i0, electronic_std, mu_water, num_views, num_bins, filter_name,
                            geometry, source_isocentre_mm, source_detector_mm, channel_pitch_mm, detector_shape,
                            detector_offset, bowtie, bowtie_radius_mm, bowtie_min, modulation, reference_mas)
-        self.spacing = check_spacing(spacing)
+        self.spacing = None if spacing is None else check_spacing(spacing)
         self.domain, self.input_noise = check_domain(domain), check_input_noise(input_noise)
         self.i0, self.dt_mapping = i0, dt_mapping
+
+    def _spacings(self, x: torch.Tensor, spacing) -> torch.Tensor:
+        """Per-sample pixel spacing (B, 2): the call's, else the constructor's."""
+        if spacing is None:
+            if self.spacing is None:
+                raise ValueError("this CTDegradation has spacing=None: give the pixel spacing per call, op(x, dt, "
+                                 "spacing=(dy, dx)) or per sample (B, 2).")
+            spacing = self.spacing
+        spacing = torch.as_tensor(spacing, dtype=torch.float64).reshape(-1, 2)
+        if spacing.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"spacing must be (dy, dx) or one pair per sample ({x.shape[0]}), got {tuple(spacing.shape)}.")
+        for row in spacing:
+            check_spacing(tuple(float(v) for v in row))
+        return spacing.expand(x.shape[0], 2)
 
     def dose_fraction(self, dt: torch.Tensor) -> torch.Tensor:
         """Dose fraction ``a(dt)`` of the chosen mapping."""
@@ -158,14 +176,31 @@ class CTDegradation:
         return estimate_ct_i0(x, spacing, self.scan)
 
     def __call__(self, x: torch.Tensor, dt, generator: torch.Generator | None = None, i0=None,
-                 exposure_mas=None) -> torch.Tensor:
+                 exposure_mas=None, spacing=None) -> torch.Tensor:
         """``x`` (B, C, H, W[, D]) in HU, ``dt`` float or (B,); ``i0`` per call overrides the constructor's
         (each reference's photon count known from its exposure, e.g. ``RelativeFlow(degradation_keys={"i0": ...})``),
-        ``exposure_mas`` gives each reference's header exposure instead (:meth:`reference_i0`)."""
+        ``exposure_mas`` gives each reference's header exposure instead (:meth:`reference_i0`); ``spacing``
+        (2,) or (B, 2) in mm overrides the constructor's (references at their native resolution)."""
         dt = _dt_tensor(dt, x.shape[0], x)
-        noise = low_dose_ct_noise(x, self.dose_fraction(dt).clamp_min(1e-6), self.spacing, self.scan, self.domain,
-                                  self.input_noise, generator, i0=self.reference_i0(x, i0, exposure_mas))
-        return x + noise
+        spacings = self._spacings(x, spacing)
+        groups = [torch.arange(x.shape[0])] if bool((spacings == spacings[0]).all()) else \
+            [torch.tensor([b]) for b in range(x.shape[0])]  # samples at another resolution: one projector each
+        out = torch.empty_like(x)
+        for rows in groups:
+            pixel = tuple(float(v) for v in spacings[rows[0]])
+            part, photons = x[rows], self.reference_i0(x[rows], _select(i0, rows), _select(exposure_mas, rows), pixel)
+            noise = low_dose_ct_noise(part, self.dose_fraction(dt[rows]).clamp_min(1e-6), pixel, self.scan, self.domain,
+                                      self.input_noise, generator, i0=photons)
+            out[rows] = part + noise
+        return out
+
+
+def _select(value, rows: torch.Tensor):
+    """The entries ``rows`` of a per-sample value (B,); scalars and None pass through."""
+    if value is None:
+        return None
+    value = torch.as_tensor(value)
+    return value if value.numel() == 1 else value.reshape(-1)[rows.to(value.device)]
 
 
 def _per_sample(name: str, value, x: torch.Tensor) -> torch.Tensor:
@@ -308,3 +343,41 @@ class NormalizedDegradation:
     def estimate_noise_std(self, x: torch.Tensor) -> torch.Tensor:
         """The operator's per-sample noise estimate, in the normalised units of ``x`` (B,)."""
         return self.operator.estimate_noise_std(x * self.scale + self.shift) / abs(self.scale)
+
+
+class NoiseBasisDegradation:
+    """The CT low-dose increment from precomputed noise bases (:func:`~monai_flow.physics.low_dose_noise_basis`):
+    ``op(x, level, generator, quantum=Q, electronic=E) = x + sqrt(e^{2 level} - 1) q + sqrt(e^{4 level} - 1) e``.
+
+    With the CoT mapping (dose fraction ``a = e^{-2 level}``) this is exactly the Yu et al. increment
+    that :class:`CTDegradation` adds, at the cost of an addition: degrade whole slices once in the
+    projection domain, crop patches later. ``Q`` and ``E`` are (B, K, *spatial): K independent
+    realizations per sample, in the units of ``x``. Each sample gets ``q`` = one realization, or the
+    normalised sum of two different ones, with random signs (all exact draws of the same Gaussian
+    field), picked with ``generator``; ``E`` may be None (no electronic noise).
+    """
+
+    def _draw(self, fields: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        b, k = fields.shape[:2]
+        device = fields.device
+        first = torch.randint(k, (b,), generator=generator, device=generator.device if generator else "cpu").to(device)
+        second = torch.randint(k, (b,), generator=generator, device=generator.device if generator else "cpu").to(device)
+        signs = torch.randint(2, (b, 2), generator=generator, device=generator.device if generator else "cpu").to(device)
+        signs = (2.0 * signs - 1.0).to(fields.dtype)
+        rows = torch.arange(b, device=device)
+        a, c = fields[rows, first], fields[rows, second]
+        pair = (first != second).to(fields.dtype).reshape(-1, *([1] * (a.ndim - 1)))
+        shape = (-1, *([1] * (a.ndim - 1)))
+        mixed = (signs[:, 0].reshape(shape) * a + signs[:, 1].reshape(shape) * c) / 2.0**0.5
+        return (pair * mixed + (1 - pair) * signs[:, 0].reshape(shape) * a)[:, None]
+
+    def __call__(self, x: torch.Tensor, level, generator: torch.Generator | None = None, quantum=None,
+                 electronic=None) -> torch.Tensor:
+        if quantum is None or quantum.ndim != x.ndim or quantum.shape[0] != x.shape[0] or quantum.shape[2:] != x.shape[2:]:
+            raise ValueError("NoiseBasisDegradation needs quantum=(B, K, *spatial) noise bases shaped like x "
+                             f"{tuple(x.shape)} (K realizations), got {None if quantum is None else tuple(quantum.shape)}.")
+        level = _dt_tensor(level, x.shape[0], x).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        out = x + torch.expm1(2 * level).sqrt() * self._draw(quantum.to(x.dtype), generator)
+        if electronic is not None:
+            out = out + torch.expm1(4 * level).sqrt() * self._draw(electronic.to(x.dtype), generator)
+        return out
