@@ -27,8 +27,9 @@ from monai.utils import convert_to_dst_type
 from tqdm import tqdm
 
 from monai_flow.checkpoints import unwrap_network
+from monai_flow.networks.precision import AutocastNetwork, amp_dtype, amp_name
 
-__all__ = ["FlowInfererBase", "Step", "make_noise", "select_batch"]
+__all__ = ["AutocastInferer", "FlowInfererBase", "Step", "make_noise", "select_batch"]
 
 Step = tuple[torch.Tensor, ...]
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -157,3 +158,38 @@ class FlowInfererBase(Inferer):
 
         out = self.integrate(f, x, self.step_sequence(x), self.progress)
         return convert_to_dst_type(out, inputs, device=out.device)[0]
+
+
+class AutocastInferer(Inferer):
+    """Run any inferer with its network under mixed precision (AMP): ``AutocastInferer(inferer, amp)``.
+
+    ``inferer(inputs, network, *args, **kwargs)`` is called with the network wrapped in
+    :class:`~monai_flow.networks.precision.AutocastNetwork`: every network evaluation runs under
+    ``torch.autocast`` on the input's device and returns the input's dtype, so the solver's state,
+    the step updates, the times and the noise estimates of the inferer stay float32 (a
+    ``VelocityUNet`` also keeps its time embedding float32). Works with every monai-flow inferer
+    (flow, RelativeFlow, restoration, flow-map, sliding window, adaptive) and with MONAI's.
+
+    Args:
+        inferer: the inferer to run.
+        amp: None / ``"fp32"`` (off: the inferer runs unchanged), ``"bf16"`` or ``"fp16"``
+            (:func:`~monai_flow.networks.precision.amp_dtype`).
+    """
+
+    def __init__(self, inferer, amp: str | None = None) -> None:
+        super().__init__()
+        if not callable(inferer):
+            raise ValueError(f"inferer must be callable, got {type(inferer).__name__}.")
+        amp_dtype(amp)  # validates
+        self.inferer = inferer
+        self.amp = amp_name(amp)
+
+    def __getattr__(self, name: str):  # results, dt_table, ... of the wrapped inferer
+        if name.startswith("__") or name in ("inferer", "amp"):
+            raise AttributeError(name)
+        return getattr(self.inferer, name)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):  # type: ignore[override]
+        if self.amp != "fp32":
+            network = AutocastNetwork(network, self.amp)
+        return self.inferer(inputs, network, *args, **kwargs)
