@@ -9,12 +9,11 @@ atomically (:mod:`monai_flow.cli.safe_io`).
 from __future__ import annotations
 
 import argparse
-
-from monai_flow.bundle import Bundle
+import sys
 
 from .arguments import parse_device, positive_float, positive_int
+from .errors import EXIT_FAILED, EXIT_OK, CLIError
 from .inputs import discover
-from .errors import CLIError
 from .pipeline import ADAPTABLE, BUNDLES, Denoiser, add_bundle_options, denoise_items, output_naming, output_targets, plan_outputs, report
 from .safe_io import OutputFolder
 
@@ -33,6 +32,11 @@ Inputs are processed one at a time: a failing input is reported and skipped, the
 written. Outputs are written under temporary names and renamed when complete; inputs are never
 written and existing outputs are kept unless --overwrite.
 
+Many volumes on several GPUs or CPU processes: run the same command under torchrun
+(torchrun --nproc_per_node=N -m monai_flow.cli denoise ...). Each process takes every N-th input,
+inputs whose outputs exist are skipped (so a rerun finishes an interrupted job), a failing process
+reports its inputs without stopping the others, and rank 0 prints the summary.
+
 Exit status: 0 all inputs written, 1 some inputs failed (listed), 2 usage or setup error."""
 
 EPILOG = """\
@@ -41,6 +45,8 @@ examples:
   monai-flow denoise /data/dicom_study out/ --bundle ct_denoise --dicom-out --device cuda
   monai-flow denoise head.nii.gz out/ --bundle mr_denoise --roi 64 64 64 --steps 4
   monai-flow denoise low_dose/ out/ --bundle ct_restore --steps 1 --checkpoint my_model.pt
+  monai-flow denoise archive/ out/ --bundle mr_denoise --amp bf16 --device cuda
+  torchrun --nproc_per_node=4 -m monai_flow.cli denoise archive/ out/ --bundle ct_denoise   # 4 GPUs
 
 --steps N: ct_restore integrates its flow from t=0 to t=1 in N uniform steps (1-4 typical).
 ct_denoise / mr_denoise keep the bundle's total denoising amount (the sum of dt_schedule, or,
@@ -72,32 +78,78 @@ def add_parser(subparsers, parents) -> None:
     adapt.add_argument("--adapt-budget", type=positive_float, metavar="SECONDS",
                        help="training time per input (default: the bundle's adapt.json, 240 s)")
     adapt.add_argument("--no-cache", action="store_true", help="neither reuse nor store adapted weights")
+    speed = p.add_argument_group("speed")
+    speed.add_argument("--amp", choices=("fp32", "bf16", "fp16"),
+                       help="mixed precision of the network (default: the bundle's amp, fp32); bf16 is fast on recent "
+                            "GPUs and on CPUs with AVX512-BF16 / AMX; times and solver state stay fp32")
+    speed.add_argument("--threads", type=positive_int, metavar="N",
+                       help="CPU threads of this process (torch.set_num_threads; default: torch's, the CPU count)")
+    speed.add_argument("--skip-existing", action="store_true",
+                       help="skip inputs whose outputs exist instead of refusing them (always on under torchrun)")
     add_bundle_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    device = parse_device(args.device) if args.device else None
-    items = discover(args.input)
+    from monai_flow.bundle import Bundle
+    from monai_flow.distributed import ProcessGroup, local_device, rank_info, run_shard, terminate_as_interrupt
+
     adapt = getattr(args, "adapt", False)
     if not adapt and (args.adapt_budget is not None or args.no_cache):
         raise CLIError("--adapt-budget and --no-cache apply with --adapt.")
-    configs = ["inference.json", "adapt.json"] if adapt else "inference.json"
     if adapt and args.bundle not in ADAPTABLE:
         raise CLIError(f"--adapt works with the RelativeFlow bundles {ADAPTABLE}, not {args.bundle}.")
+    info = rank_info()
+    device = parse_device(args.device) if args.device else None
+    items = discover(args.input)
+    if info.distributed:
+        device = local_device(device, info)
+        terminate_as_interrupt()  # torchrun stops the others with SIGTERM: leave no temporary output
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    configs = ["inference.json", "adapt.json"] if adapt else "inference.json"
     bundle = Bundle(args.bundle, args.bundle_root, config=configs)
     checkpoint = bundle.checkpoint(args.checkpoint) if (args.checkpoint or not adapt or
                                                          bundle.default_checkpoint.exists()) else None
     out = OutputFolder(args.output)
     postfix, ext = output_naming(bundle)
+    skip = args.skip_existing or info.distributed
     plan_outputs(items, out, lambda it: output_targets(it, out.path, postfix, args.dicom_out, ext), args.input,
-                 args.overwrite)
+                 args.overwrite, skip_existing=skip)
     out.prepare()
-    try:
-        denoiser = Denoiser(bundle, checkpoint, device, args.steps, args.roi,
-                            adapt={"budget": args.adapt_budget, "cache": not args.no_cache} if adapt else None)
-        written, failed = denoise_items(denoiser, items, out, args.dicom_out, args.overwrite, args.force_modality,
-                                        getattr(args, "verbose", False))
-    finally:
-        out.cleanup()
-    return report(written, failed, len(items), out.path, "restored" if postfix == "restored" else "denoised")
+
+    def make() -> Denoiser:
+        return Denoiser(bundle, checkpoint, device, args.steps, args.roi, amp=args.amp,
+                        adapt={"budget": args.adapt_budget, "cache": not args.no_cache} if adapt else None)
+
+    verbose = getattr(args, "verbose", False)
+    verb = "restored" if postfix == "restored" else "denoised"
+    if not skip:  # one process, every output new: the plain loop
+        try:
+            denoiser = make()
+            written, failed = denoise_items(denoiser, items, out, args.dicom_out, args.overwrite, args.force_modality,
+                                            verbose)
+        finally:
+            out.cleanup()
+        return report(written, failed, len(items), out.path, verb)
+    with ProcessGroup(info, device or "cpu") as group:
+        written, failed, skipped, reports = run_shard(make, items, out, args.dicom_out, args.overwrite,
+                                                      args.force_modality, verbose, info, group)
+        if info.is_main:
+            out.cleanup()  # only once every process is done: an empty folder may still receive outputs
+    if not info.distributed:
+        code = report(written, failed, len(items) - skipped, out.path, verb)
+        if skipped:
+            print(f"skipped {skipped} input(s) whose outputs exist")
+        return code
+    failures = [(rank, name, why) for rank, _, fails, _ in reports for name, why in fails]
+    if info.is_main:
+        total_written = sum(len(r[1]) for r in reports)
+        total_skipped = sum(r[3] for r in reports)
+        print(f"{info.world_size} processes: {verb} {len(items) - total_skipped - len(failures)} input(s) "
+              f"({total_written} file(s)) into {out.path}, {total_skipped} already done, {len(failures)} failed")
+        for rank, name, why in failures:
+            print(f"  rank {rank}: {name}: {why}", file=sys.stderr)
+    return EXIT_FAILED if failures else EXIT_OK

@@ -40,13 +40,13 @@ def discover(path: str | os.PathLike) -> list[dict]:
     Names are unique output stems; a folder that is itself one series is named after the folder.
     NIfTI truncation is checked per input later, so that one bad file does not stop a batch.
     """
-    from monai_flow.data import find_images
-
     p = Path(path).expanduser()
     if not os.path.lexists(p):
         raise CLIError(f"input {path} does not exist.")
     if not p.exists():
         raise CLIError(f"input {path} is a broken symbolic link.")
+    from monai_flow.data import find_images  # imports torch and MONAI: after the checks that need neither
+
     try:
         items = find_images(p, check=False)
     except (ValueError, FileNotFoundError, OSError) as e:

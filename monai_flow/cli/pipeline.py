@@ -1,6 +1,7 @@
 """Running a bundle's inference on the user's files, shared by the ``denoise``, ``demo`` and
 ``export`` commands: the bundle options, output naming, :class:`Denoiser` (a bundle's inference
-pieces applied to one input at a time), the batch loop and its report.
+pieces applied to one input at a time; :class:`VolumeDenoiser` builds the same from parsed
+components), the batch loop and its report.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .errors import EXIT_FAILED, EXIT_OK, CLIError, InputError, print_error
 from .inputs import check_modality, check_nifti_item, check_volume, display_name, input_paths
 from .safe_io import OutputFolder, Staged, refuse_existing, refuse_inputs, resolved
 
-__all__ = ["BUNDLES", "Denoiser", "add_bundle_options", "denoise_items", "output_naming", "output_targets",
+__all__ = ["BUNDLES", "Denoiser", "VolumeDenoiser", "add_bundle_options", "denoise_items", "output_naming", "output_targets",
            "plan_outputs", "report"]
 
 BUNDLES = ("ct_denoise", "mr_denoise", "ct_restore")
@@ -46,70 +47,38 @@ def output_targets(item: dict, out_dir: Path, postfix: str, dicom: bool, ext: st
     return [out_dir / f"{stem}{ext}"] + ([out_dir / f"{stem}_dicom"] if dicom else [])
 
 
-class Denoiser:
-    """A bundle's inference pieces, applied to one item at a time."""
+class VolumeDenoiser:
+    """A bundle's inference pieces, already built, applied to one item at a time: read, check, infer,
+    postprocess, and write atomically (:meth:`predict`, :meth:`write`).
 
-    def __init__(self, bundle: Bundle, checkpoint: Path | None, device: str | None = None, steps: int | None = None,
-                 roi: list[int] | None = None, adapt: dict | None = None) -> None:
-        """``checkpoint=None`` (only with ``adapt``): start from the untrained network. ``adapt``:
-        ``{"budget": seconds or None, "cache": bool}`` for a bundle read with its ``adapt.json``."""
-        import torch
+    The command line builds it from a :class:`~monai_flow.bundle.Bundle` (:class:`Denoiser`);
+    ``multi_gpu_inference.json`` overlays build it from their own parsed components
+    (:func:`monai_flow.distributed.run_bundle_inference`).
 
-        self.bundle = bundle
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        bundle.set_device(self.device)
-        if checkpoint is not None and bundle.has("ckpt_path"):
-            bundle.set("ckpt_path", str(checkpoint))
-        if adapt is not None:
-            if adapt.get("budget") is not None:
-                bundle.set("adapt_budget_seconds", float(adapt["budget"]))
-            bundle.set("adapt_cache", bool(adapt.get("cache", True)))
-        if steps is not None:
-            if not bundle.has("num_steps"):
-                raise CLIError(f"bundle {bundle.name} has no num_steps setting: --steps is not supported.")
-            bundle.set("num_steps", int(steps))
-        if roi is not None:
-            if not bundle.has("roi_size"):
-                raise CLIError(f"bundle {bundle.name} has no sliding-window settings (roi_size): --roi is not "
-                               "supported.")
-            if bundle.has("use_sliding_window"):
-                bundle.set("use_sliding_window", True)
-            bundle.set("roi_size", [int(r) for r in roi])
-        if checkpoint is None:
-            if adapt is None:
-                raise CLIError(f"bundle {bundle.name}: no network weights given.")
-            tqdm_write(f"monai-flow: bundle {bundle.name} has no trained model ({bundle.default_checkpoint}); "
-                       "adapting from an untrained network.")
-            torch.manual_seed(0)  # the same starting weights every time: a rerun finds its cached adaptation
-            self.network = (bundle.get("network") if bundle.has("network") else bundle.get("network_def")).eval()
-        else:
-            self.network = bundle.load_network(checkpoint, self.device)
-        if roi is not None:
-            self._check_roi(roi)
-        self.inferer = bundle.get("inferer")
-        self._split_preprocessing(bundle.get("preprocessing"))
-        self._split_postprocessing(bundle.get("postprocessing"))
-        dicom = bundle.find_transform("postprocessing", "SaveDicomSeriesd")
-        self.modality = bundle.setting(dicom, "modality", _MODALITY.get(bundle.name))
-        self.series_description = bundle.setting(dicom, "series_description", f"monai-flow {bundle.name}")
+    Args:
+        name: the bundle's name (messages, DICOM series description).
+        preprocessing: a ``Compose`` starting with ``LoadImaged``.
+        postprocessing: a ``Compose``; its ``SaveImaged`` / ``SaveDicomSeriesd`` are not run, their
+            settings (postfix, extension, writer) are used by :meth:`write`.
+        network, inferer: as in the bundle's evaluator.
+        device: where the network runs.
+        modality, series_description: of derived DICOM series.
+    """
 
-    def _check_roi(self, roi: list[int]) -> None:
-        divisor = getattr(self.network, "spatial_divisor", None)
-        if divisor is None:
-            return
-        per_axis = tuple(divisor) if isinstance(divisor, (tuple, list)) else (int(divisor),) * len(roi)
-        if len(per_axis) != len(roi) or any(r % d for r, d in zip(roi, per_axis)):
-            suggest = " ".join(str(-(-r // d) * d) for r, d in zip(roi, per_axis))
-            raise CLIError(f"--roi {' '.join(map(str, roi))} is not divisible by the network's downsampling factor "
-                           f"{per_axis} per axis (spatial_divisor of bundle {self.bundle.name}); use multiples, "
-                           f"e.g. --roi {suggest}.")
+    def __init__(self, name: str, preprocessing, postprocessing, network, inferer, device: str,
+                 modality: str | None = None, series_description: str | None = None) -> None:
+        self.name, self.network, self.inferer, self.device = name, network, inferer, str(device)
+        self.modality = modality if modality is not None else _MODALITY.get(name)
+        self.series_description = series_description or f"monai-flow {name}"
+        self._split_preprocessing(preprocessing)
+        self._split_postprocessing(postprocessing)
 
     def _split_preprocessing(self, preprocessing) -> None:
         from monai.transforms import Compose, LoadImaged
 
         transforms = list(preprocessing.flatten().transforms)
         if not transforms or not isinstance(transforms[0], LoadImaged):
-            raise CLIError(f"bundle {self.bundle.name}: preprocessing must start with LoadImaged.")
+            raise CLIError(f"bundle {self.name}: preprocessing must start with LoadImaged.")
         self.preprocessing = preprocessing  # inverted by the postprocessing's Invertd
         self.load, self.prepare = transforms[0], Compose(transforms[1:])
 
@@ -125,7 +94,9 @@ class Denoiser:
         self.saver = savers[0].saver if savers else SaveImage(output_ext=".nii.gz", resample=False,
                                                              output_dtype=torch.float32, separate_folder=False)
         self.saver.set_options(write_kwargs={"verbose": False})  # its log would name the temporary file
-        self.postfix, self.ext = output_naming(self.bundle)
+        layout = getattr(self.saver, "folder_layout", None)
+        self.postfix = str(getattr(layout, "postfix", None) or "denoised")
+        self.ext = str(getattr(layout, "ext", None) or getattr(self.saver, "output_ext", ".nii.gz"))
 
     def targets(self, item: dict, out_dir: Path, dicom: bool) -> list[Path]:
         return output_targets(item, out_dir, self.postfix, dicom, self.ext)
@@ -135,7 +106,7 @@ class Denoiser:
         import torch
         from monai.data import decollate_batch, list_data_collate
 
-        what = f"bundle {self.bundle.name}"
+        what = f"bundle {self.name}"
         check_nifti_item(item)
         check_modality(item, self.modality, force_modality, what)
         try:
@@ -175,6 +146,71 @@ class Denoiser:
             return staged.commit()
 
 
+class Denoiser(VolumeDenoiser):
+    """A bundle's inference pieces, read from its configs with the command line's overrides."""
+
+    def __init__(self, bundle: Bundle, checkpoint: Path | None, device: str | None = None, steps: int | None = None,
+                 roi: list[int] | None = None, adapt: dict | None = None, amp: str | None = None) -> None:
+        """``checkpoint=None`` (only with ``adapt``): start from the untrained network. ``adapt``:
+        ``{"budget": seconds or None, "cache": bool}`` for a bundle read with its ``adapt.json``.
+        ``amp``: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (the bundle's ``amp`` id; None keeps the bundle's)."""
+        import torch
+
+        self.bundle = bundle
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        bundle.set_device(device)
+        if checkpoint is not None and bundle.has("ckpt_path"):
+            bundle.set("ckpt_path", str(checkpoint))
+        if amp is not None:
+            if not bundle.has("amp"):
+                raise CLIError(f"bundle {bundle.name} has no amp setting: --amp is not supported.")
+            bundle.set("amp", None if amp == "fp32" else amp)
+        if adapt is not None:
+            if adapt.get("budget") is not None:
+                bundle.set("adapt_budget_seconds", float(adapt["budget"]))
+            bundle.set("adapt_cache", bool(adapt.get("cache", True)))
+        if steps is not None:
+            if not bundle.has("num_steps"):
+                raise CLIError(f"bundle {bundle.name} has no num_steps setting: --steps is not supported.")
+            bundle.set("num_steps", int(steps))
+        if roi is not None:
+            if not bundle.has("roi_size"):
+                raise CLIError(f"bundle {bundle.name} has no sliding-window settings (roi_size): --roi is not "
+                               "supported.")
+            if bundle.has("use_sliding_window"):
+                bundle.set("use_sliding_window", True)
+            bundle.set("roi_size", [int(r) for r in roi])
+        if checkpoint is None:
+            if adapt is None:
+                raise CLIError(f"bundle {bundle.name}: no network weights given.")
+            tqdm_write(f"monai-flow: bundle {bundle.name} has no trained model ({bundle.default_checkpoint}); "
+                       "adapting from an untrained network.")
+            torch.manual_seed(0)  # the same starting weights every time: a rerun finds its cached adaptation
+            network = (bundle.get("network") if bundle.has("network") else bundle.get("network_def")).eval()
+        else:
+            network = bundle.load_network(checkpoint, device)
+        self.network = network
+        if roi is not None:
+            self._check_roi(roi)
+        dicom = bundle.find_transform("postprocessing", "SaveDicomSeriesd")
+        super().__init__(bundle.name, bundle.get("preprocessing"), bundle.get("postprocessing"), network,
+                         bundle.get("inferer"), device,
+                         modality=bundle.setting(dicom, "modality", _MODALITY.get(bundle.name)),
+                         series_description=bundle.setting(dicom, "series_description", f"monai-flow {bundle.name}"))
+        self.postfix, self.ext = output_naming(bundle)
+
+    def _check_roi(self, roi: list[int]) -> None:
+        divisor = getattr(self.network, "spatial_divisor", None)
+        if divisor is None:
+            return
+        per_axis = tuple(divisor) if isinstance(divisor, (tuple, list)) else (int(divisor),) * len(roi)
+        if len(per_axis) != len(roi) or any(r % d for r, d in zip(roi, per_axis)):
+            suggest = " ".join(str(-(-r // d) * d) for r, d in zip(roi, per_axis))
+            raise CLIError(f"--roi {' '.join(map(str, roi))} is not divisible by the network's downsampling factor "
+                           f"{per_axis} per axis (spatial_divisor of bundle {self.bundle.name}); use multiples, "
+                           f"e.g. --roi {suggest}.")
+
+
 def tqdm_write(message: str) -> None:
     from tqdm import tqdm
 
@@ -191,30 +227,37 @@ def describe_adaptation(result: dict) -> str:
             f"{result.get('loss', float('nan')):.4g}" + (f", noise level from {source})" if source else ")"))
 
 
-def denoise_items(denoiser: Denoiser, items: list[dict], out: OutputFolder, dicom: bool, overwrite: bool,
-                  force_modality: bool = False, verbose: bool = False) -> tuple[list[Path], list[tuple[dict, str]]]:
-    """Denoise ``items`` one at a time; returns (written paths, [(item, reason) of failed inputs])."""
+def denoise_items(denoiser: VolumeDenoiser, items: list[dict], out: OutputFolder, dicom: bool, overwrite: bool,
+                  force_modality: bool = False, verbose: bool = False,
+                  prefix: str = "") -> tuple[list[Path], list[tuple[dict, str]]]:
+    """Denoise ``items`` one at a time; returns (written paths, [(item, reason) of failed inputs]).
+    ``prefix`` starts every message (``"[rank r/N] "`` in distributed runs)."""
     from tqdm import tqdm
 
     written, failed = [], []
-    bar = tqdm(items, desc=f"{denoiser.bundle.name}", unit="input", file=sys.stderr, disable=None)
+    bar = tqdm(items, desc=f"{prefix}{denoiser.name}", unit="input", file=sys.stderr, disable=None)
     for item in bar:
         try:
             pred = denoiser.predict(item, force_modality)
-            written += denoiser.write(item, pred, denoiser.targets(item, out.path, dicom), out, overwrite)
+            done = denoiser.write(item, pred, denoiser.targets(item, out.path, dicom), out, overwrite)
+            written += done
+            if prefix:
+                for path in done:
+                    tqdm.write(f"{prefix}wrote {path}", file=sys.stderr)
         except InputError as e:
             failed.append((item, str(e)))
-            tqdm.write(f"monai-flow: failed: {display_name(item)}: {e}", file=sys.stderr)
+            tqdm.write(f"{prefix}monai-flow: failed: {display_name(item)}: {e}", file=sys.stderr)
         except Exception as e:  # one bad input must not stop the batch
             failed.append((item, f"{type(e).__name__}: {e}"))
-            tqdm.write(f"monai-flow: failed: {display_name(item)}: {type(e).__name__}: {e}", file=sys.stderr)
+            tqdm.write(f"{prefix}monai-flow: failed: {display_name(item)}: {type(e).__name__}: {e}", file=sys.stderr)
             if verbose:
                 traceback.print_exc()
     return written, failed
 
 
-def plan_outputs(items: list[dict], out: OutputFolder, targets_of, input_arg: str, overwrite: bool) -> None:
-    """Refuse outputs that hit an input, or exist (without ``overwrite``), before any work."""
+def plan_outputs(items: list[dict], out: OutputFolder, targets_of, input_arg: str, overwrite: bool,
+                 skip_existing: bool = False) -> None:
+    """Refuse outputs that hit an input, or exist (without ``overwrite`` or ``skip_existing``), before any work."""
     if resolved(out.path) == resolved(input_arg):
         kind = "folder" if Path(input_arg).is_dir() else "file"
         raise CLIError(f"output {out.path} is the input {kind}: inputs are never overwritten; choose another "
@@ -222,7 +265,7 @@ def plan_outputs(items: list[dict], out: OutputFolder, targets_of, input_arg: st
     targets = [t for it in items for t in targets_of(it)]
     sources = [p for it in items for p in input_paths(it)]
     refuse_inputs([out.path, *targets], sources, root=out.path)
-    refuse_existing(targets, overwrite)
+    refuse_existing(targets, overwrite or skip_existing)
 
 
 def report(written: list[Path], failed: list[tuple[dict, str]], total: int, out: Path, verb: str) -> int:

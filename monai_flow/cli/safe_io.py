@@ -111,7 +111,10 @@ class OutputFolder:
             missing.append(f)
             f = f.parent
         for f in reversed(missing):
-            f.mkdir()
+            try:
+                f.mkdir()
+            except FileExistsError:  # made meanwhile by another process (distributed runs): not ours to remove
+                continue
             self.created.append(f)
         return Path(folder)
 
