@@ -23,8 +23,9 @@ Methods (``--methods``, default all):
   the noise-adaptive ``auto`` schedule, the step sizes / target noise chosen on validation.
 - ``oracle``: direct regression on noise-free targets (needs clean data: simulation only).
 - ``irflow``: IR-Flow (cumulative velocity + multi-step consistency) on clean targets, 2 steps.
-- ``flowmap``: the flow-map denoiser (MeanFlow on clean images) at lookahead 0 (MMSE), given
-  the true noise std; it assumes white Gaussian noise, which CT noise is not.
+- ``flowmap``: the flow-map denoiser on clean images (``FlowMapDistillation``: regression warm-up of
+  the diagonal, then a frozen snapshot as the teacher; ``DenoiserFlowMap`` network) at lookahead 0
+  (MMSE), given the true noise std; it is trained on white Gaussian noise, which CT noise is not.
 
 Scores: CT in HU over the window [-1000, 1000] (PSNR peak 2000 HU); MR on the foreground
 (noise-free image > 10 % of its maximum, images scaled to a 99.5th-percentile of 1), PSNR peak 1.
@@ -55,13 +56,14 @@ import torch.nn.functional as F
 from pydicom.data import get_testdata_file
 
 from monai_flow.data.phantoms import ct_phantom, mr_phantom
-from monai_flow.flows import CumulativeVelocityFlow, DtCurriculum, FlowMap, RelativeFlow
-from monai_flow.inferers import FlowMapDenoiser, RelativeFlowInferer, RestorationInferer
+from monai_flow.flows import CumulativeVelocityFlow, DtCurriculum, RelativeFlow
+from monai_flow.flows.flow_map_distillation import DenoiserFlowMap, FlowMapDistillation
+from monai_flow.inferers import DomainInferer, FlowMapDenoiser, RelativeFlowInferer, RestorationInferer
 from monai_flow.inferers.schedules import relative_dt_schedule
 from monai_flow.networks import VelocityUNet
 from monai_flow.transforms import CTDegradation, MRDegradation, NormalizedDegradation
 from monai_flow.physics import noncentral_chi_noise
-from monai_flow.physics import estimate_rician_noise_std
+from monai_flow.physics import estimate_mr_noise_std
 
 PRESETS = {
     "quick": dict(iterations=200, seeds=(0,), channels=(8, 16, 16), groups=4, num_train=32, num_val=3, num_test=4),
@@ -69,7 +71,7 @@ PRESETS = {
 }
 ALL_METHODS = ("noisy", "bm3d", "nlm", "simsdl", "n2n", "relflow", "oracle", "irflow", "flowmap")
 CT_SPACING_MM = 3.0
-DT_FINAL = (0.02, 1.0)  # RelativeFlow's final curriculum range; SimSDL / N2N train on the same dt
+DT_FINAL = (0.02, 1.0)  # operator levels of SimSDL / N2N; RelativeFlow trains dt in [0.02, --relflow-dt-max] (level dt / 2)
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -114,6 +116,8 @@ class Task:
     train: list = field(default_factory=list)
     val: list = field(default_factory=list)
     test: list = field(default_factory=list)  # (name, image)
+    relflow_operator: Callable[..., torch.Tensor] | None = None  # RelativeFlow's operator (default: ``operator``)
+    input_std: Callable[[torch.Tensor], torch.Tensor] | None = None  # noise estimate of test inputs (domain change)
 
 
 def ct_task(num_train: int, num_val: int, num_test: int, i0: float, reference_i0: str = "known") -> Task:
@@ -146,9 +150,14 @@ def ct_task(num_train: int, num_val: int, num_test: int, i0: float, reference_i0
     )
 
 
-def mr_task(num_train: int, num_val: int, num_test: int, reference_std: str = "estimate") -> Task:
-    """``reference_std="estimate"``: each reference's Rician std from its background (as in
-    practice); ``"known"``: the simulated value (isolates the estimator's errors)."""
+def mr_task(num_train: int, num_val: int, num_test: int, reference_std: str = "estimate",
+            domain: str = "magnitude") -> Task:
+    """``reference_std="estimate"``: each reference's Rician std estimated as in practice
+    (``estimate_mr_noise_std``: the background fit where there is air, else the high-frequency
+    estimate); ``"background"``: the background fit alone (the former estimator, 17x off on the
+    real abdominal slice); ``"known"``: the simulated value (isolates the estimator's errors).
+    ``domain``: RelativeFlow's operator domain (``MRDegradation(domain=...)``; the baselines stay
+    in the magnitude domain)."""
     def phantoms(n, seed):
         gen = torch.Generator().manual_seed(seed)
         return [mr_phantom((64, 64), gen)[None] for _ in range(n)]
@@ -167,12 +176,15 @@ def mr_task(num_train: int, num_val: int, num_test: int, reference_std: str = "e
         name="MR", levels=(0.02, 0.05, 0.1), reference_range=(0.01, 0.05), simulate=simulate,
         oracle_degrade=simulate, oracle_range=(0.005, 0.12), operator=MRDegradation(reference_std=None),
         operator_key="reference_std",
-        reference_value=lambda refs, stds: stds if reference_std == "known" else estimate_rician_noise_std(refs),
+        reference_value=lambda refs, stds: stds if reference_std == "known" else estimate_mr_noise_std(
+            refs, method="auto" if reference_std == "estimate" else "background"),
         level_text=lambda s: f"std {100 * s:g}%",
         score_window=(0.0, 1.2), unit=100.0, foreground=lambda x: x > 0.1 * x.amax(),
         train=phantoms(num_train, 1) + [overlay / torch.quantile(overlay, 0.995)],
         val=phantoms(num_val, 2),
         test=[(f"phantom {i}", x) for i, x in enumerate(phantoms(num_test, 3))] + [("MR_small (pydicom)", real("MR_small.dcm", size=64, air=0.0))],
+        relflow_operator=MRDegradation(reference_std=None, domain=domain),
+        input_std=lambda y: estimate_mr_noise_std(y),
     )
 
 
@@ -324,9 +336,13 @@ def fit_method(name: str, task: Task, refs: torch.Tensor, ref_values: torch.Tens
     elif name == "n2n":
         objective = Noise2NoiseRegression(task.operator, level_range=DT_FINAL, target="direct", degradation_keys=keys)
     elif name == "relflow":
-        start = (0.2, 0.2) if cfg.curriculum else DT_FINAL  # without: the final range from the first iteration
-        curriculum = DtCurriculum(start=start, factor=0.9, dt_min_floor=DT_FINAL[0], dt_max_cap=DT_FINAL[1])
-        objective = RelativeFlow(task.operator, curriculum=curriculum, degradation_keys=keys)
+        final = (DT_FINAL[0], cfg.relflow_dt_max)
+        start = (0.2, 0.2) if cfg.curriculum else final  # without: the final range from the first iteration
+        curriculum = DtCurriculum(start=start, factor=0.9, dt_min_floor=final[0], dt_max_cap=final[1])
+        operator = task.relflow_operator or task.operator
+        objective = RelativeFlow(operator, curriculum=curriculum, degradation_keys=keys)
+        if hasattr(operator, "to_domain"):
+            data = operator.to_domain(refs, ref_values)
         period = max(cfg.iterations // 25, 1)  # 25 curriculum "epochs": the range reaches DT_FINAL
 
         def advance_curriculum(it):
@@ -339,8 +355,9 @@ def fit_method(name: str, task: Task, refs: torch.Tensor, ref_values: torch.Tens
         kwargs = dict(target="direct") if name == "oracle" else dict(target="cvf", mct_weight=0.3, mct_steps=(2, 4))
         objective = CumulativeVelocityFlow(task.oracle_degrade, level_range=task.oracle_range, **kwargs)
     elif name == "flowmap":
-        data, extra = clean, None  # near-data times only: we denoise at sigma <= 0.15, i.e. flow time s >= 0.87
-        objective = FlowMap(diagonal_fraction=0.5, time_sampling="logit_normal", time_loc=2.5, time_scale=1.0)
+        data, extra = clean, None  # the noise levels of the test inputs: about 0.01 - 0.15 in network units
+        net = DenoiserFlowMap(net, sigma_data=0.5 if task.name == "CT" else 0.35)
+        objective = FlowMapDistillation(teacher="snapshot", warmup_iterations=cfg.iterations // 2, sigma_range=(0.005, 0.2))
     else:
         raise ValueError(f"unknown method {name!r}; choose from {ALL_METHODS}.")
     seconds = train(objective, net, data.to(cfg.device), cfg.iterations, cfg.batch, seed, on_step, extra)
@@ -356,17 +373,26 @@ def fit_method(name: str, task: Task, refs: torch.Tensor, ref_values: torch.Tens
         return {"flow map, lookahead 0 (clean targets)": (
             lambda y, std: FlowMapDenoiser(lookahead=0.0, sigma=std)(y.to(cfg.device), net).cpu(), info)}
     # RelativeFlow: three schedules, each tuned on validation
-    one = {f"dt {d:g}": (d,) for d in (0.1, 0.2, 0.35, 0.5, 0.75, 1.0)}
-    three = {f"gap {g:g}": tuple(relative_dt_schedule(g, max_dt=DT_FINAL[1], min_dt=g / 7)) for g in (0.35, 0.7, 1.05, 1.4, 2.1)}
+    dt_max = cfg.relflow_dt_max
+    one = {f"dt {d:g}": (d,) for d in (0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0) if d <= dt_max}
+    three = {f"gap {g:g}": tuple(relative_dt_schedule(g, max_dt=dt_max, min_dt=g / 7))
+             for g in (0.35, 0.7, 1.05, 1.4, 2.1, 2.8, 3.5) if g <= 1.75 * dt_max}
     full_std = np.median([true_noise_std(task, task.simulate(c[None], task.reference_range[1]), c[None]) for c in task.val])
     auto = {f"target {f:g} x full-quality std": f * full_std for f in (0.125, 0.25, 0.5, 1.0)}
-    fixed = lambda dts: run(RelativeFlowInferer(dt_schedule=dts))  # noqa: E731
+    operator = task.relflow_operator or task.operator
 
-    def adaptive(target):  # the step count follows the input's noise std, given like BM3D's
+    def in_domain(inferer):  # the network works in its operator's domain (MR second moment); the input's s is estimated
+        if not callable(getattr(operator, "to_domain", None)) or operator.domain == "magnitude":
+            return inferer
+        return DomainInferer(inferer, operator, noise_estimator=task.input_std)
+
+    fixed = lambda dts: run(in_domain(RelativeFlowInferer(dt_schedule=dts)))  # noqa: E731
+
+    def adaptive(target):  # the step count follows the input's noise std, given like BM3D's (a ratio: any domain)
         def denoise(y, std):
             inferer = RelativeFlowInferer("auto", noise_estimator=lambda x: torch.full((x.shape[0],), std),
-                                          target_std=target, max_dt=DT_FINAL[1], min_dt=0.05)
-            return inferer(y.to(cfg.device), net).cpu()
+                                          target_std=target, max_dt=dt_max, min_dt=0.05)
+            return in_domain(inferer)(y.to(cfg.device), net).cpu()
 
         return denoise
 
@@ -481,8 +507,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--i0", type=float, default=2e4, help="CT photons per detector bin at dose 1")
     parser.add_argument("--ct-reference-i0", default="known", choices=["known", "estimate"],
                         help="CT operator: each reference's photon count from its exposure, or estimated from its noise")
-    parser.add_argument("--mr-reference-std", default="estimate", choices=["estimate", "known"],
-                        help="MR operator: each reference's noise std estimated from its background, or the simulated value")
+    parser.add_argument("--mr-reference-std", default="estimate", choices=["estimate", "background", "known"],
+                        help="MR operator: each reference's noise std estimated (background fit or high-frequency, "
+                             "estimate_mr_noise_std), from the background fit only (the former estimator), or the simulated value")
+    parser.add_argument("--mr-domain", default="magnitude", choices=["magnitude", "second_moment"],
+                        help="RelativeFlow's MR operator domain (MRDegradation(domain=...)); baselines stay in magnitude")
+    parser.add_argument("--relflow-dt-max", type=float, default=2.0,
+                        help="RelativeFlow's largest training step dt. With the calibrated quality time a step dt is trained "
+                             "on a degradation of dt / 2: 2.0 covers the same noise range as SimSDL / N2N (levels <= 1)")
     parser.add_argument("--time-scale", type=float, default=1000.0, help="VelocityUNet time_scale (dt or t is multiplied by it)")
     parser.add_argument("--no-curriculum", dest="curriculum", action="store_false",
                         help="RelativeFlow: train on the final dt range from the start")
@@ -502,7 +534,7 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     start = time.perf_counter()
     builders = {"CT": lambda: ct_task(args.num_train, args.num_val, args.num_test, args.i0, args.ct_reference_i0),
-                "MR": lambda: mr_task(args.num_train, args.num_val, args.num_test, args.mr_reference_std)}
+                "MR": lambda: mr_task(args.num_train, args.num_val, args.num_test, args.mr_reference_std, args.mr_domain)}
     tasks = [builders[m]() for m in args.modalities]
     results, infos, examples = [], {}, {}
     for task in tasks:
@@ -523,7 +555,7 @@ def main(argv=None) -> str:
               f"{args.iterations} iterations x batch {args.batch}, VelocityUNet channels {tuple(args.channels)}, "
               f"{args.num_train} phantom + 1 real noisy references per modality, seeds {list(args.seeds)}, "
               f"CT i0 {args.i0:g} at {CT_SPACING_MM} mm pixels, CT reference i0 {args.ct_reference_i0}, MR reference std "
-              f"{args.mr_reference_std}, time_scale "
+              f"{args.mr_reference_std}, MR RelativeFlow domain {args.mr_domain}, RelativeFlow dt_max {args.relflow_dt_max:g}, time_scale "
               f"{args.time_scale:g}, curriculum {'on' if args.curriculum else 'off'}; total {time.perf_counter() - start:.0f} s.\n")
     text = header + "\n" + summarise(results, tasks, infos)
     images = plot(results, tasks, examples, args.out_img)

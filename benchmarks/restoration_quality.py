@@ -5,8 +5,9 @@ Data: 2D chest-like CT phantom slices (``monai_flow.data.ct_phantom``, HU / 1000
 networks) degraded in the projection domain by ``CTDegradation`` (dt levels, dose e^{-2 dt});
 every method uses the same ``VelocityUNet``, the same batches (same seed) and the same number
 of iterations. Test: held-out phantoms at two dose levels, PSNR / SSIM over [-1000, 1000] HU,
-at 1, 2 and 4 steps. Flow map: the same network with ``flow_map=True`` trained with ``FlowMap``
-on clean slices, denoising additive Gaussian noise across ``lookahead`` values; distortion is
+at 1, 2 and 4 steps. Flow map: the same network with ``flow_map=True`` in a ``DenoiserFlowMap``,
+trained with ``FlowMapDistillation`` (issue 14's recipe; ``benchmarks/flow_map_curve.py`` is the full
+distortion-perception study) on clean slices, denoising additive Gaussian noise across ``lookahead`` values; distortion is
 PSNR, perception proxies are the high-frequency power ratio to the clean image (1 = right
 texture, < 1 = over-smoothed) and the 1-Wasserstein distance between gradient-magnitude
 distributions of output and clean image (0 = same edge statistics).
@@ -27,7 +28,8 @@ import torch
 from monai.metrics import PSNRMetric, SSIMMetric
 
 from monai_flow.data.phantoms import ct_phantom
-from monai_flow.flows import CumulativeVelocityFlow, FlowMap
+from monai_flow.flows import CumulativeVelocityFlow
+from monai_flow.flows.flow_map_distillation import DenoiserFlowMap, FlowMapDistillation
 from monai_flow.inferers import FlowMapDenoiser, RestorationInferer
 from monai_flow.networks import VelocityUNet
 from monai_flow.transforms import CTDegradation
@@ -129,8 +131,10 @@ def main() -> None:
         print(f"trained {name} in {seconds:.0f} s", flush=True)
 
     torch.manual_seed(args.seed)
-    fm_net = make_network(flow_map=True).to(device)
-    fm_seconds = train(fm_net, FlowMap(diagonal_fraction=0.75), iterations, args.batch, args.size, device, args.seed)
+    fm_net = DenoiserFlowMap(make_network(flow_map=True), sigma_data=0.5).to(device)  # issue 14's recipe
+    fm_objective = FlowMapDistillation(teacher=None, warmup_iterations=int(0.3 * iterations), diagonal_fraction=0.6,
+                                       sigma_range=(0.02, 0.2))
+    fm_seconds = train(fm_net, fm_objective, iterations, args.batch, args.size, device, args.seed)
     noisy = test_clean + args.sigma * torch.randn(test_clean.shape, generator=torch.Generator().manual_seed(1)).to(device)
     fm_rows = [("noisy input", *scores(noisy, test_clean), (high_frequency_power(noisy) / high_frequency_power(test_clean)).item(), gradient_w1(noisy, test_clean))]
     for k in LOOKAHEADS:

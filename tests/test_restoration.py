@@ -168,3 +168,41 @@ def test_objectives_and_inferers_build_from_bundle_config():
     x = torch.randn(2, 1, 8, 8)
     assert parser.get_parsed_content("denoise")(x, net).shape == x.shape
     assert parser.get_parsed_content("flowmap")(net, x).ndim == 0
+
+
+def test_output_scale_is_a_reparameterisation():
+    """output_scale multiplies the raw network output in the loss, the MCT rollout and the inferer: a network
+    N at scale c behaves exactly like c N at scale 1 (issue 14: ct_restore's targets are 0.01 - 0.03)."""
+    from monai_flow.flows import CumulativeVelocityFlow
+    from monai_flow.inferers import RestorationInferer
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+    raw = lambda x, t: conv(x) * (1 + t.reshape(-1, 1, 1, 1))  # noqa: E731
+    scaled = lambda x, t: 0.02 * raw(x, t)  # noqa: E731
+    batch = {"image": torch.rand(3, 1, 8, 8), "degraded": torch.rand(3, 1, 8, 8)}
+    a = CumulativeVelocityFlow(output_scale=0.02, seed=1)(raw, batch)
+    b = CumulativeVelocityFlow(seed=1)(scaled, batch)
+    assert torch.allclose(a, b, rtol=1e-5)
+    y = torch.rand(2, 1, 8, 8)
+    for solver in ("euler", "heun"):
+        assert torch.allclose(RestorationInferer(3, solver, output_scale=0.02)(y, raw), RestorationInferer(3, solver)(y, scaled), atol=1e-6)
+    with pytest.raises(ValueError, match="output_scale"):
+        CumulativeVelocityFlow(output_scale=0.0)
+    with pytest.raises(ValueError, match="output_scale"):
+        RestorationInferer(output_scale=-1.0)
+
+
+def test_pair_loss_normalization_weighs_every_level_alike():
+    from monai_flow.flows import CumulativeVelocityFlow
+
+    x = torch.zeros(2, 1, 4, 4)
+    y = torch.cat([torch.full((1, 1, 4, 4), 0.01), torch.full((1, 1, 4, 4), 0.1)])  # two levels, 10x apart
+    zero = lambda x_t, t: torch.zeros_like(x_t)  # noqa: E731
+    objective = CumulativeVelocityFlow(target="direct", loss_normalization="pair", seed=0)
+    # a zero output misses each sample's whole displacement: relative error 1 for both levels
+    assert objective(zero, {"image": x, "degraded": y}).item() == pytest.approx(1.0)
+    plain = CumulativeVelocityFlow(target="direct", seed=0)(zero, {"image": x, "degraded": y}).item()
+    assert plain == pytest.approx((0.01**2 + 0.1**2) / 2)  # dominated by the larger level
+    with pytest.raises(ValueError, match="loss_normalization"):
+        CumulativeVelocityFlow(loss_normalization="level")

@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .base import FlowObjective, degradation_kwargs
 from .paths import expand_time
@@ -25,6 +24,7 @@ __all__ = ["CumulativeVelocityFlow", "restoration_step", "RESTORATION_TARGETS"]
 
 RESTORATION_TARGETS = ("cvf", "rectified", "direct")
 _MCT_GRAD = ("last", "full", "none")
+_LOSS_NORMALIZATIONS = ("none", "pair")
 
 
 def restoration_step(
@@ -53,6 +53,18 @@ class CumulativeVelocityFlow(FlowObjective):
     the last step (``mct_grad="last"``), all steps (``"full"``) or none (``"none"``: the
     published code's detached rollout, which leaves the gradient unchanged; for ablations).
 
+    How it is trained (the method is unchanged; issue 14's measurements on ``ct_restore``):
+
+    - ``output_scale``: the network's raw output is multiplied by it before use, here and in
+      :class:`~monai_flow.inferers.RestorationInferer` (give both the same value), so the network
+      predicts the displacement in units of ``output_scale``. Restoration displacements are noise
+      (10 - 30 HU = 0.01 - 0.03 in HU / 1000 units): at scale 1 a network initialised for O(1)
+      outputs and an optimiser stepping by ~1e-3 have to resolve values of that size, and learn
+      them slowly. Set it to about the noise std of the inputs in network units.
+    - ``loss_normalization="pair"``: each sample's two terms are divided by the mean square of its
+      own displacement ``x - y`` (no gradient), so that every degradation level weighs the same;
+      with ``"none"`` the lowest doses (largest displacements) dominate the loss.
+
     Args:
         degradation: ``op(x, level, generator=None)`` or None (pairs must be in the batch).
         level_range: (min, max) degradation level per example.
@@ -63,6 +75,8 @@ class CumulativeVelocityFlow(FlowObjective):
         image_key, degraded_key: batch keys of the clean and degraded images.
         degradation_keys: operator argument -> batch key of per-sample values passed to the
             degradation (see :func:`~monai_flow.flows.base.degradation_kwargs`).
+        output_scale: multiplies the network's output (see above); > 0.
+        loss_normalization: ``"none"`` or ``"pair"`` (see above).
     """
 
     def __init__(
@@ -77,6 +91,8 @@ class CumulativeVelocityFlow(FlowObjective):
         degraded_key: str = "degraded",
         seed: int | None = None,
         degradation_keys: Mapping[str, str] | None = None,
+        output_scale: float = 1.0,
+        loss_normalization: str = "none",
     ) -> None:
         super().__init__(image_key=image_key, seed=seed)
         self.degradation_keys = dict(degradation_keys or {})
@@ -95,6 +111,11 @@ class CumulativeVelocityFlow(FlowObjective):
         self.degradation, self.level_range = degradation, (float(level_range[0]), float(level_range[1]))
         self.target, self.mct_weight, self.mct_steps, self.mct_grad = target, float(mct_weight), tuple(mct_steps), mct_grad
         self.degraded_key = degraded_key
+        if not output_scale > 0:
+            raise ValueError(f"output_scale must be > 0, got {output_scale}.")
+        if loss_normalization not in _LOSS_NORMALIZATIONS:
+            raise ValueError(f"loss_normalization must be one of {_LOSS_NORMALIZATIONS}, got {loss_normalization!r}.")
+        self.output_scale, self.loss_normalization = float(output_scale), loss_normalization
 
     def pair(self, batch: Mapping[str, Any], generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(degraded y, clean x), each (B, C, *spatial)."""
@@ -120,7 +141,7 @@ class CumulativeVelocityFlow(FlowObjective):
             tracked = self.mct_grad == "full" or (self.mct_grad == "last" and k == num_steps - 1)
             with torch.set_grad_enabled(tracked and torch.is_grad_enabled()):
                 t = grid[k].expand(y.shape[0])
-                x = restoration_step(x, network(x, t), grid[k], grid[k + 1], self.target)
+                x = restoration_step(x, self.output_scale * network(x, t), grid[k], grid[k + 1], self.target)
         return x
 
     def loss(self, network, batch, generator=None) -> torch.Tensor:
@@ -137,9 +158,17 @@ class CumulativeVelocityFlow(FlowObjective):
         output = network(x_t, t)
         if output.shape != x.shape:
             raise ValueError(f"network output must have the image shape {tuple(x.shape)}, got {tuple(output.shape)}.")
-        loss = F.mse_loss(output.float(), goal.float())
+        if self.loss_normalization == "pair":
+            weight = 1.0 / (x - y).detach().float().square().flatten(1).mean(1).clamp_min(1e-12)
+        else:
+            weight = torch.ones(x.shape[0], device=x.device)
+
+        def mse(a, b):  # per-sample mean square, weighted, averaged over the batch
+            return ((a.float() - b.float()).square().flatten(1).mean(1) * weight).mean()
+
+        loss = mse(self.output_scale * output, goal)
         if self.mct_weight > 0 and self.target != "direct":
             k_min, k_max = self.mct_steps
             k = int(torch.randint(k_min, k_max + 1, (1,), generator=gen, device=gen.device if gen is not None else "cpu"))
-            loss = loss + self.mct_weight * F.mse_loss(self.rollout(network, y, k).float(), x.float())
+            loss = loss + self.mct_weight * mse(self.rollout(network, y, k), x)
         return loss

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .base import FlowObjective
 from .paths import expand_time
@@ -36,12 +37,18 @@ def meanflow_target(
     The tangents are (v, 1, 0) on (z, s, t): the derivative of u along the flow, holding t.
     For the exact flow map and the exact marginal velocity v the two outputs are equal.
     """
-    u, du_ds = torch.func.jvp(u_fn, (z, s, t), (v, torch.ones_like(s), torch.zeros_like(t)))
+    # forward-mode AD has no rule for the fused (flash / memory-efficient) attention kernels: use the math one
+    with sdpa_kernel([SDPBackend.MATH]):
+        u, du_ds = torch.func.jvp(u_fn, (z, s, t), (v, torch.ones_like(s), torch.zeros_like(t)))
     return u, v + expand_time(t - s, z) * du_ds
 
 
 class FlowMap(FlowObjective):
     """MeanFlow objective for a flow-map network ``u(z, s, t)``.
+
+    At our CPU budget (a few hundred iterations) this objective does not train an image flow map that
+    denoises (issue 14); :class:`~monai_flow.flows.flow_map_distillation.FlowMapDistillation` with a
+    :class:`~monai_flow.flows.flow_map_distillation.DenoiserFlowMap` network does (see docs/restoration.md).
 
     For each sample: e ~ N(0, I), x = ``batch[image_key]``, two times from ``time_sampling``
     ordered s <= t; on a ``diagonal_fraction`` of the batch s = t (plain flow matching,

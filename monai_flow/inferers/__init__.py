@@ -4,10 +4,12 @@
 quality time, step ``x <- x + (e^dt - 1) net(x, dt)``) and ``SlidingWindowFlowInferer`` (either
 of them on volumes larger than the roi, ``per_step`` or ``per_window``), ``RestorationInferer``
 (IR-Flow, t = 0 degraded -> t = 1 clean, 1..N steps) and ``FlowMapDenoiser`` (flow-map
-denoising with a distortion-perception ``lookahead``).
+denoising with a distortion-perception ``lookahead``); ``DomainInferer`` runs any of them in a
+degradation operator's domain (MR second-moment domain).
 """
 
 from .base import FlowInfererBase, make_noise
+from .domain import DomainInferer
 from .flow import FlowInferer
 from .flow_map import FlowMapDenoiser
 from .relative import RelativeFlowInferer
@@ -16,6 +18,7 @@ from .schedules import relative_dt_schedule, relative_template_schedule, split_d
 from .sliding_window import SlidingWindowFlowInferer
 
 __all__ = [
+    "DomainInferer",
     "FlowInferer",
     "FlowInfererBase",
     "FlowMapDenoiser",

@@ -32,6 +32,8 @@ class RestorationInferer(FlowInfererBase):
         solver: "euler" (NFE = steps) or "heun" (NFE = 2 steps - 1).
         target: "cvf", "rectified" or "direct".
         time_grid: explicit increasing times from 0 to 1.
+        output_scale: multiplies the network's output, as in training
+            (:class:`~monai_flow.flows.CumulativeVelocityFlow` ``output_scale``).
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class RestorationInferer(FlowInfererBase):
         target: str = "cvf",
         time_grid: Sequence[float] | None = None,
         progress: bool = False,
+        output_scale: float = 1.0,
     ) -> None:
         super().__init__(guidance_scale=1.0, progress=progress)
         if solver not in _SOLVERS:
@@ -52,7 +55,9 @@ class RestorationInferer(FlowInfererBase):
             raise ValueError(f"time_grid must increase strictly from 0 to 1, got {grid.tolist()}.")
         if target == "direct" and grid.numel() != 2:
             raise ValueError(f"target='direct' is a one-step regression: num_steps must be 1, got {grid.numel() - 1}.")
-        self.time_grid, self.solver, self.target = grid, solver, target
+        if not output_scale > 0:
+            raise ValueError(f"output_scale must be > 0, got {output_scale}.")
+        self.time_grid, self.solver, self.target, self.output_scale = grid, solver, target, float(output_scale)
 
     def step_sequence(self, inputs: torch.Tensor) -> list[Step]:
         grid = self.time_grid.to(device=inputs.device, dtype=torch.promote_types(inputs.dtype, torch.float32))
@@ -63,9 +68,10 @@ class RestorationInferer(FlowInfererBase):
 
     def apply_step(self, f: Field, x: torch.Tensor, step: Step) -> torch.Tensor:
         t0, t1 = step
-        out0 = f(x, t0)
+        scale = self.output_scale
+        out0 = scale * f(x, t0)
         euler = restoration_step(x, out0, t0, t1, self.target)
         if self.solver == "euler" or bool(t1 >= 1):
             return euler
-        k0, k1 = self._velocity(out0, x, t0), self._velocity(f(euler, t1), euler, t1)
+        k0, k1 = self._velocity(out0, x, t0), self._velocity(scale * f(euler, t1), euler, t1)
         return x + 0.5 * (t1 - t0) * (k0 + k1)
