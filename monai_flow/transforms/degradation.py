@@ -188,19 +188,21 @@ class CTDegradation:
         out = torch.empty_like(x)
         for rows in groups:
             pixel = tuple(float(v) for v in spacings[rows[0]])
-            part, photons = x[rows], self.reference_i0(x[rows], _select(i0, rows), _select(exposure_mas, rows), pixel)
+            part = x[rows]
+            photons = self.reference_i0(part, _select("i0", i0, x, rows), _select("exposure_mas", exposure_mas, x, rows),
+                                        pixel)
             noise = low_dose_ct_noise(part, self.dose_fraction(dt[rows]).clamp_min(1e-6), pixel, self.scan, self.domain,
                                       self.input_noise, generator, i0=photons)
             out[rows] = part + noise
         return out
 
 
-def _select(value, rows: torch.Tensor):
-    """The entries ``rows`` of a per-sample value (B,); scalars and None pass through."""
+def _select(name: str, value, x: torch.Tensor, rows: torch.Tensor):
+    """The entries ``rows`` of a per-sample value (B,) (checked by :func:`_per_sample`); None passes through."""
     if value is None:
         return None
-    value = torch.as_tensor(value)
-    return value if value.numel() == 1 else value.reshape(-1)[rows.to(value.device)]
+    value = _per_sample(name, value, x)
+    return value[rows.to(value.device)]
 
 
 def _per_sample(name: str, value, x: torch.Tensor) -> torch.Tensor:
