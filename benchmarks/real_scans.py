@@ -406,11 +406,11 @@ def _methods_for(names: Sequence[str], modality: str, ndim: int) -> list[Method]
 
 
 def run_ct(case: Case, methods: Sequence[str], quick: bool, seed: int, time_budget: float, img_dir: Path | None,
-           log=print) -> list[dict]:
+           log=print, reference_noise_hu: float | None = None) -> list[dict]:
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     sim = CTSimulator(case.image, case.spacing, num_views=180 if quick else 720)
-    target = reference_noise(case.image)
+    target = reference_noise(case.image) if reference_noise_hu is None else float(reference_noise_hu)
     i0 = calibrate_i0(sim, case.image, target, rng)
     mask = body_mask(case.image)
     log(f"  {case.name}: projector {time.perf_counter() - t0:.1f} s, reference noise {target:.1f} HU -> I0 {i0:.3g} per bin")
@@ -506,14 +506,22 @@ def load_plugin(path: str) -> None:
     spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    modalities, dims = getattr(module, "MODALITIES", {}), getattr(module, "DIMS", {})
     for name, fn in getattr(module, "METHODS", {}).items():
-        REGISTRY[name] = fn if isinstance(fn, Method) else Method(name, fn)
+        REGISTRY[name] = fn if isinstance(fn, Method) else Method(name, fn, tuple(modalities.get(name, ("CT", "MR"))),
+                                                                  tuple(dims.get(name, (2, 3))))
+    METHOD_LABELS.update(getattr(module, "LABELS", {}))
 
 
 def run(quick: bool = False, methods: Sequence[str] | None = None, out: str | os.PathLike = ROOT / "docs",
         modalities: Sequence[str] = ("CT", "MR"), seed: int = 0, time_budget: float = 600.0, figures: bool = True,
-        log=print) -> list[dict]:
-    """Run the benchmark; write tables (and figures) under ``out``; return the result rows."""
+        log=print, ct_reference_noise: float | None = None, case_names: Sequence[str] | None = None,
+        tag: str = "") -> list[dict]:
+    """Run the benchmark; write tables (and figures) under ``out``; return the result rows.
+
+    ``ct_reference_noise``: the full-dose noise (HU) the CT photon count is calibrated to (default: the
+    noise each real slice shows, at least 3 HU); ``case_names``: run only these cases; ``tag``: added to
+    the output file names."""
     methods = list(methods or REGISTRY)
     unknown = [m for m in methods if m not in REGISTRY]
     if unknown:
@@ -526,15 +534,19 @@ def run(quick: bool = False, methods: Sequence[str] | None = None, out: str | os
     start = time.perf_counter()
     rows = []
     cases = (ct_cases(quick) if "CT" in modalities else []) + (mr_cases(quick) if "MR" in modalities else [])
+    if case_names:
+        cases = [c for c in cases if c.name in case_names]
     for case in cases:
         log(f"[{time.perf_counter() - start:6.0f} s] {case.modality} {case.name} {case.image.shape} at {case.spacing} mm")
-        runner = run_ct if case.modality == "CT" else run_mr
-        rows += runner(case, methods, quick, seed, time_budget, img_dir if figures else None, log)
+        if case.modality == "CT":
+            rows += run_ct(case, methods, quick, seed, time_budget, img_dir if figures else None, log, ct_reference_noise)
+        else:
+            rows += run_mr(case, methods, quick, seed, time_budget, img_dir if figures else None, log)
     import torch
 
     env = (f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); "
            f"total {time.perf_counter() - start:.0f} s")
-    suffix = "_quick" if quick else ""
+    suffix = ("_quick" if quick else "") + (f"_{tag}" if tag else "")
     for modality in modalities:
         sel = [r for r in rows if r["modality"] == modality]
         if not sel:
@@ -565,10 +577,15 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time-budget", type=float, default=600.0, help="seconds a method may use per image (advisory)")
     parser.add_argument("--no-figures", dest="figures", action="store_false")
+    parser.add_argument("--ct-reference-noise", type=float, metavar="HU",
+                        help="calibrate the CT photon count to this full-dose noise (default: each slice's own noise)")
+    parser.add_argument("--cases", nargs="+", help="only these cases (e.g. 693_J2KI MNI152)")
+    parser.add_argument("--tag", default="", help="suffix of the output files")
     args = parser.parse_args(argv)
     for p in args.plugin:
         load_plugin(p)
-    return run(args.quick, args.methods, args.out, args.modalities, args.seed, args.time_budget, args.figures)
+    return run(args.quick, args.methods, args.out, args.modalities, args.seed, args.time_budget, args.figures,
+               ct_reference_noise=args.ct_reference_noise, case_names=args.cases, tag=args.tag)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,10 @@ from monai.transforms import LoadImage
 REPO = Path(__file__).resolve().parent.parent
 
 
-# a smaller demo (2 training, 2 testing volumes) for every run (inference on demo/images would otherwise
-# ask for the default demo size and rebuild it); training on 64^2 slices with a 60-view operator
-DEMO = ("--demo#num_images", "4")
-TRAIN = ("--slices_per_volume", "2", "--slice_size", "[64, 64]", "--num_views", "60")
+# a smaller demo (2 training, 2 testing volumes of 64 x 64 x 6) for every run (inference on demo/images
+# would otherwise ask for the default demo size and rebuild it); training on 32^2 patches, 60 views
+DEMO = ("--demo#num_images", "4", "--demo#image_size", "64")
+TRAIN = ("--patches_per_volume", "2", "--patch_size", "[32, 32]", "--num_views", "60", "--noise_realizations", "1")
 
 
 def run_bundle(config: str, *overrides: str) -> subprocess.CompletedProcess:

@@ -87,8 +87,11 @@ def test_evaluate_writes_metrics_csv_and_grid(bundle, tmp_path):
     means = [r for r in rows if r["case"] == "mean"]
     assert [r["generated_label"] for r in means] == ["0", "1"]
     assert {"gen_lung", "real_lung", "dice_lung", "real_dice_lung", "dice_bone"} <= set(rows[0])
-    assert float(means[0]["real_dice_lung"]) > 0.9  # the intensity classifier is right on real images
-    assert -900 < float(means[0]["real_lung"]) < -700
+    # the intensity classifier is right on real images: the realistic phantom's lung label also holds
+    # vessels and partial-volume edges, which intensity calls soft tissue (~0.8 at 64 x 64); a broken
+    # classifier or threshold scores near 0 or the lung's area fraction
+    assert float(means[0]["real_dice_lung"]) > 0.7
+    assert -900 < float(means[0]["real_lung"]) < -650  # parenchyma with vessels: about -700 HU at 64 x 64
     assert (tmp_path / "generation_grid.png").stat().st_size > 1000
 
 

@@ -29,9 +29,11 @@ from monai_flow.flows import RelativeFlow
 from monai_flow.transforms import MRDegradation
 
 
-# tiny but complete: 1 epoch, 2 patches of 16^3 per volume, validation on a 32^3 centre crop
-TINY_TRAIN = {"max_epochs": 1, "val_interval": 1, "patches_per_volume": 2, "patch_size": [16, 16, 16], "val_roi": [32, 32, 32]}
-FAST_INFER = {"dt_schedule": [0.3], "roi_size": [32, 32, 32], "sw_batch_size": 8}
+# tiny but complete: a 48 x 56 x 32 demo, 1 epoch, 2 patches of 16^3 per volume, validation on a 32^3 centre crop
+DEMO = {"demo#image_size": [48, 56, 32]}
+TINY_TRAIN = {"max_epochs": 1, "val_interval": 1, "patches_per_volume": 2, "patch_size": [16, 16, 16],
+              "val_roi": [32, 32, 32], **DEMO}
+FAST_INFER = {"dt_schedule": [0.3], "roi_size": [32, 32, 32], "sw_batch_size": 8, **DEMO}
 EVALUATE = ["train.json", "evaluate.json"]
 
 

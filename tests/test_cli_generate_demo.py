@@ -68,8 +68,8 @@ def test_generate_checks_label_and_mask(tmp_path, capsys, motfm):
 def test_demo_trains_denoises_and_plots(tmp_path, capsys):
     root = copy_configs(tmp_path / "bundles", "ct_denoise")
     out = tmp_path / "demo"
-    code, stdout, err = cli(capsys, "demo", "--output", out, "--epochs", 1, "--num-images", 3, "--bundle-root", root,
-                            "--device", "cpu")
+    code, stdout, err = cli(capsys, "demo", "--output", out, "--epochs", 1, "--num-images", 3, "--image-size", 64,
+                            "--bundle-root", root, "--device", "cpu")
     assert code == 0, err[-3000:]
     assert (out / "models" / "model.pt").is_file() and (out / "data" / "datalist.json").is_file()
     assert len(list((out / "denoised").glob("*_denoised.nii.gz"))) == 2

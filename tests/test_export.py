@@ -17,7 +17,7 @@ from bundle_helpers import copy_configs
 from monai_flow.bundle import BundleError
 from monai_flow.checkpoints import CheckpointError
 from monai_flow.export import FlowDenoiser, export_denoiser, load_metadata, main
-from monai_flow.inferers.schedules import relative_template_schedule, split_dt_schedule
+from monai_flow.inferers.schedules import relative_template_schedule
 from monai_flow.inferers import FlowInferer, RelativeFlowInferer, RestorationInferer
 from monai_flow.networks import VelocityUNet
 
@@ -52,7 +52,7 @@ def bundle(tmp_path, request):
 
 CASES = {
     # bundle: (steps, eager inferer with the same schedule, input shape)
-    "ct_denoise": (3, RelativeFlowInferer(split_dt_schedule(0.1, 3)), (3, 1, 32, 48)),  # the bundle's dt 0.1 in 3 steps
+    "ct_denoise": (3, None, (3, 1, 32, 48)),  # the bundle's total dt (1.0), redistributed in 3 steps
     "ct_restore": (3, RestorationInferer(num_steps=3), (2, 1, 40, 24)),
     "mr_denoise": (2, None, (1, 1, 16, 16, 24)),  # 3D network; schedule from the bundle's max_dt/min_dt
 }
@@ -66,7 +66,7 @@ def test_export_reproduces_the_eager_inferer(bundle, request, tmp_path):
     out = export_denoiser(name, str(tmp_path / f"{name}.ts"), checkpoint=str(ckpt), steps=steps, bundle_root=str(root))
     meta = load_metadata(out)
     if eager is None:
-        eager = RelativeFlowInferer(meta["dt_schedule"])
+        eager = RelativeFlowInferer(meta["dt_schedule"], max_dt=1.0)  # the exported steps as they are
         assert len(meta["dt_schedule"]) == steps
     loaded = torch.jit.load(str(out))
     for s in (shape, (1, *shape[1:-1], shape[-1] + 8)):  # the trace keeps batch and spatial sizes dynamic
@@ -79,7 +79,9 @@ def test_export_reproduces_the_eager_inferer(bundle, request, tmp_path):
     assert meta["bundle"] == name and meta["export"]["method"] == "torch.jit.trace"
     assert meta["checkpoint"] == str(ckpt.resolve()) and meta["input"]["channels"] == 1
     if name == "ct_denoise":
-        assert meta["method"] == "relative_flow" and meta["dt_schedule"] == pytest.approx(split_dt_schedule(0.1, 3))
+        schedule = meta["dt_schedule"]  # the bundle's [0.5, 0.3, 0.2]: total 1.0, coarse to fine, each <= max_dt 0.6
+        assert meta["method"] == "relative_flow" and sum(schedule) == pytest.approx(1.0)
+        assert schedule == sorted(schedule, reverse=True) and max(schedule) <= 0.6 + 1e-9
         assert meta["intensity"]["a_min"] == -1000.0 and meta["intensity"]["a_max"] == 0.0
         assert meta["input"]["shape"] == "(B, C, H, W)" and meta["input"]["spatial_divisor"] == 4
     if name == "ct_restore":

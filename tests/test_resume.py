@@ -183,9 +183,10 @@ def test_every_bundle_saves_iteration_checkpoints():
 # --------------------------------------------------------------------------------------------
 # end to end: the ct_denoise bundle killed mid-epoch and rerun
 # --------------------------------------------------------------------------------------------
-TINY = ["--max_epochs", "3", "--val_interval", "100", "--slices_per_volume", "2", "--slice_size", "[64, 64]",
-        "--num_views", "60", "--checkpoint_every", "1"]
-HANG_AT = 5  # iteration 2 of epoch 2 (6 training volumes, batch 2: epoch_length 3)
+TINY = ["--max_epochs", "3", "--val_interval", "100", "--patches_per_volume", "2", "--patch_size", "[32, 32]",
+        "--num_views", "60", "--noise_realizations", "1", "--checkpoint_every", "1", "--demo#num_images", "5",
+        "--demo#image_size", "64"]
+HANG_AT = 5  # iteration 2 of epoch 2 (3 training volumes, one per batch: epoch_length 3)
 ITERATION_LOG = re.compile(r"Epoch: (\d+)/3, Iter: (\d+)/(\d+) -- train_loss")
 
 

@@ -1,0 +1,157 @@
+"""Learned methods for ``benchmarks/real_scans.py``: ``python benchmarks/real_scans.py --plugin benchmarks/real_scans_learned.py
+--methods noisy bm3d_psd ct_main ct_adapt ct_adapt_scratch ct_simsdl ct_n2n ...``.
+
+- ``ct_main`` / ``mr_main``: the model the bundle's main job trained (``bundles/<name>/models/model.pt``, or
+  ``$MONAI_FLOW_CT_MODEL`` / ``$MONAI_FLOW_MR_MODEL``) with the bundle's ``inference.json`` settings.
+- ``ct_adapt`` / ``mr_adapt``: ``monai-flow denoise --adapt`` (the bundle's ``adapt.json``): that model
+  fine-tuned on the input itself for the case's time budget, then the bundle's inferer.
+- ``ct_adapt_scratch`` / ``mr_adapt_scratch``: the same adaptation from an untrained network.
+- ``ct_simsdl`` / ``ct_n2n`` (and ``mr_``): the SimSDL (``D(x) -> x``) and Noise2Noise-style
+  (``D(x) -> D'(x)``) baselines with the same network, degradation, patches and time budget, from an untrained
+  network, one-step direct prediction.
+
+The inputs are the harness's arrays: CT (H, W) in HU with rows anterior-posterior, MR (X, Y, Z) as a fraction
+of the reference maximum; the bundles see them in MONAI's layout (x = columns) and their own units.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from monai_flow.adaptation import AdaptationCache, AdaptiveInferer, CTAdaptation, MRAdaptation
+from monai_flow.bundle import Bundle
+from monai_flow.checkpoints import load_network_weights, unwrap_network
+from monai_flow.flows import CumulativeVelocityFlow
+from monai_flow.inferers import RestorationInferer
+from monai_flow.transforms import NoiseBasisDegradation
+
+ROOT = Path(__file__).resolve().parent.parent
+_CACHE = AdaptationCache(tempfile.mkdtemp(prefix="monai-flow-bench-cache-"))  # no reuse between methods or runs
+
+
+class _Pairs(CumulativeVelocityFlow):
+    """Noise2Noise-style pairs: the target is a second, independent degradation of the reference."""
+
+    def pair(self, batch, generator):
+        y, _ = super().pair(batch, generator)
+        target, _ = super().pair(batch, generator)
+        return y, target
+
+
+def _baseline(adaptation_type, kind: str):
+    """An adaptation class whose objective is SimSDL (``kind="simsdl"``) or Noise2Noise-style (``"n2n"``)."""
+    objective_type = CumulativeVelocityFlow if kind == "simsdl" else _Pairs
+
+    class Baseline(adaptation_type):
+        def objective(self):
+            relative = super().objective()
+            return objective_type(relative.degradation, level_range=self.dt_range, target="direct", mct_weight=0.0,
+                                  degradation_keys=relative.degradation_keys)
+
+        def settings(self):
+            return {**super().settings(), "baseline": kind}
+
+    return Baseline
+
+
+def _bundle(name: str, adapt: bool, budget: float | None = None) -> Bundle:
+    bundle = Bundle(name, config=["inference.json", "adapt.json"] if adapt else "inference.json")
+    bundle.set_device("cpu")
+    if adapt and budget is not None:
+        bundle.set("adapt_budget_seconds", float(budget))
+    return bundle
+
+
+def _network(bundle: Bundle, trained: bool):
+    env = os.environ.get("MONAI_FLOW_CT_MODEL" if bundle.name == "ct_denoise" else "MONAI_FLOW_MR_MODEL")
+    path = Path(env) if env else bundle.default_checkpoint
+    torch.manual_seed(0)
+    network = bundle.get("network")
+    if trained:
+        if not path.is_file():
+            raise FileNotFoundError(f"no trained {bundle.name} model at {path}: run its main job first "
+                                    f"({bundle.train_command()}) or set the model path.")
+        load_network_weights(network, path)
+    return network.eval()
+
+
+def _ct_tensor(x: np.ndarray, ctx, bundle: Bundle) -> MetaTensor:
+    """(H, W) HU -> (1, 1, W, H, 1) network units (x = columns), with the pixel spacing in the affine."""
+    scale, offset = float(bundle.get("hu_scale")), float(bundle.get("hu_offset"))
+    volume = torch.as_tensor((x.T - offset) / scale, dtype=torch.float32)[None, None, ..., None]
+    dy, dx = ctx.spacing[:2]
+    return MetaTensor(volume, affine=torch.diag(torch.tensor([dx, dy, 1.0, 1.0], dtype=torch.float64)))
+
+
+def _ct_array(y: torch.Tensor, bundle: Bundle) -> np.ndarray:
+    scale, offset = float(bundle.get("hu_scale")), float(bundle.get("hu_offset"))
+    return (y.detach().cpu().numpy()[0, 0, ..., 0] * scale + offset).T
+
+
+def _mr_tensor(x: np.ndarray) -> tuple[MetaTensor, float]:
+    scale = max(float(np.percentile(x, 99.0)), 1e-6)  # the bundle's 99th-percentile normalisation
+    return MetaTensor(torch.as_tensor(x / scale, dtype=torch.float32)[None, None]), scale
+
+
+def _run(bundle: Bundle, network, inferer, x: np.ndarray, ctx) -> np.ndarray:
+    with torch.no_grad():
+        if bundle.name == "ct_denoise":
+            return _ct_array(inferer(_ct_tensor(x, ctx, bundle), network), bundle)
+        volume, scale = _mr_tensor(x)
+        return inferer(volume, network).detach().cpu().numpy()[0, 0] * scale
+
+
+def _main(name: str):
+    def method(x, ctx):
+        bundle = _bundle(name, adapt=False)
+        return _run(bundle, _network(bundle, True), bundle.get("inferer"), x, ctx)
+    return method
+
+
+def _adapt(name: str, trained: bool, baseline: str | None = None):
+    def method(x, ctx):
+        bundle = _bundle(name, adapt=True, budget=ctx.time_budget_s)
+        adaptation = bundle.get("adaptation")
+        inner = bundle.get("denoising_inferer")
+        if baseline is not None:
+            adaptation.__class__ = _baseline(type(adaptation), baseline)
+            inner = RestorationInferer(num_steps=1, target="direct")
+            if name == "mr_denoise":
+                from monai_flow.inferers import SlidingWindowFlowInferer
+
+                sw = bundle.get("denoising_inferer")
+                inner = SlidingWindowFlowInferer(inner, sw.roi_size, sw.sw_batch_size, sw.overlap, mode="gaussian")
+        meta = (lambda v: {"spacing": (ctx.spacing[1], ctx.spacing[0])}) if name == "ct_denoise" else (lambda v: {})
+        inferer = AdaptiveInferer(inner, adaptation, cache=_CACHE, meta_reader=meta)
+        out = _run(bundle, _network(bundle, trained), inferer, x, ctx)
+        ctx.extra["adaptation"] = inferer.results[-1]
+        return out
+    return method
+
+
+METHODS = {
+    "ct_main": _main("ct_denoise"),
+    "ct_adapt": _adapt("ct_denoise", True),
+    "ct_adapt_scratch": _adapt("ct_denoise", False),
+    "ct_simsdl": _adapt("ct_denoise", False, "simsdl"),
+    "ct_n2n": _adapt("ct_denoise", False, "n2n"),
+    "mr_main": _main("mr_denoise"),
+    "mr_adapt": _adapt("mr_denoise", True),
+    "mr_adapt_scratch": _adapt("mr_denoise", False),
+    "mr_simsdl": _adapt("mr_denoise", False, "simsdl"),
+    "mr_n2n": _adapt("mr_denoise", False, "n2n"),
+}
+MODALITIES = {name: ("CT",) if name.startswith("ct_") else ("MR",) for name in METHODS}
+DIMS = {name: (2,) if name.startswith("ct_") else (3,) for name in METHODS}
+LABELS = {
+    "ct_main": "ct_denoise main-job model", "ct_adapt": "ct_denoise --adapt", "ct_adapt_scratch": "--adapt from scratch",
+    "ct_simsdl": "SimSDL, adapted", "ct_n2n": "Noise2Noise-style, adapted",
+    "mr_main": "mr_denoise main-job model", "mr_adapt": "mr_denoise --adapt", "mr_adapt_scratch": "--adapt from scratch",
+    "mr_simsdl": "SimSDL, adapted", "mr_n2n": "Noise2Noise-style, adapted",
+}
