@@ -34,6 +34,7 @@ from .fan_beam import FanBeamGeometry, fan_beam_geometry
 from .mr_noise import RELATIVE_TO, noncentral_chi_noise, resolve_noise_std
 from .noise_estimation import (
     MR_NOISE_METHODS,
+    estimate_ct_filter,
     estimate_ct_i0,
     estimate_ct_noise_std,
     estimate_mr_noise_std,
@@ -48,6 +49,7 @@ __all__ = [
     "MR_NOISE_METHODS",
     "CT_DOMAINS",
     "CT_FILTERS",
+    "estimate_ct_filter",
     "CT_GEOMETRIES",
     "DETECTOR_SHAPES",
     "FanBeamGeometry",
