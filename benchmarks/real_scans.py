@@ -439,9 +439,14 @@ def run_ct(case: Case, methods: Sequence[str], quick: bool, seed: int, time_budg
     return rows
 
 
+def _figure_methods(shown: dict, level, first: Sequence[str], last: Sequence[str], columns: int = 5) -> list[str]:
+    """Up to ``columns`` methods shown at ``level``: ``first`` baselines, then the plugged-in methods, then ``last``."""
+    plugged = [n for (lv, n) in shown if lv == level and n not in (*first, *last)]
+    return [n for n in (*first, *plugged, *last) if (level, n) in shown][:columns]
+
+
 def _ct_figure(case: Case, shown: dict, mask: np.ndarray, img_dir: Path, quick: bool) -> None:
-    names = [n for n in ("noisy", "bm3d_psd", "bm3d", "nlm") if (CT_DOSES[0], n) in shown]
-    names += [n for (_, n) in shown if n not in names and n != "noisy"][: max(0, 4 - len(names))]
+    names = _figure_methods(shown, CT_DOSES[0], ("noisy", "bm3d", "bm3d_psd"), ("nlm",))
     ys, xs = _crop_box(mask, max(64, case.image.shape[0] // 4))
     full = {"reference (full dose)": case.image, **{f"{METHOD_LABELS.get(n, n)}, dose {CT_DOSES[0]:g}": shown[(CT_DOSES[0], n)] for n in names}}
     zoom = [{f"zoom, {k.split(',')[0] if k.startswith('reference') else k}": v[ys, xs] for k, v in full.items()}]
@@ -476,7 +481,7 @@ def run_mr(case: Case, methods: Sequence[str], quick: bool, seed: int, time_budg
     if img_dir is not None:
         k = ref.shape[2] // 2 if ref.ndim == 3 else None
         sl = (lambda a: a[..., k]) if k is not None else (lambda a: a)
-        names = [n for n in ("noisy", "bm4d", "bm3d", "nlm") if (MR_LEVELS[1], n) in shown][:4]
+        names = _figure_methods(shown, MR_LEVELS[1], ("noisy", "bm4d", "bm3d"), ("nlm",))
         ys, xs = _crop_box(sl(mask), max(48, ref.shape[0] // 3))
         full = {"reference": sl(ref), **{f"{METHOD_LABELS.get(n, n)}, std {100 * MR_LEVELS[1]:g}%": sl(shown[(MR_LEVELS[1], n)]) for n in names}}
         zoom = [{f"zoom, {key}": v[ys, xs] for key, v in full.items()},
@@ -535,7 +540,7 @@ def run(quick: bool = False, methods: Sequence[str] | None = None, out: str | os
     rows = []
     cases = (ct_cases(quick) if "CT" in modalities else []) + (mr_cases(quick) if "MR" in modalities else [])
     if case_names:
-        cases = [c for c in cases if c.name in case_names]
+        cases = [c for c in cases if any(c.name.startswith(n) for n in case_names)]
     for case in cases:
         log(f"[{time.perf_counter() - start:6.0f} s] {case.modality} {case.name} {case.image.shape} at {case.spacing} mm")
         if case.modality == "CT":
@@ -579,7 +584,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--no-figures", dest="figures", action="store_false")
     parser.add_argument("--ct-reference-noise", type=float, metavar="HU",
                         help="calibrate the CT photon count to this full-dose noise (default: each slice's own noise)")
-    parser.add_argument("--cases", nargs="+", help="only these cases (e.g. 693_J2KI MNI152)")
+    parser.add_argument("--cases", nargs="+", help="only the cases whose names start with these (e.g. 693_J2KI MNI152)")
     parser.add_argument("--tag", default="", help="suffix of the output files")
     args = parser.parse_args(argv)
     for p in args.plugin:

@@ -168,6 +168,8 @@ def test_inputs_that_cannot_be_adapted_on_get_clear_messages(ct_volume):
         mr.prepare(ct_volume - 1.0, {})  # HU-like values, negative in air
     with pytest.raises(AdaptationError, match="too small"):
         mr.prepare(torch.rand(1, 1, 8, 32, 32), {})
+    thin = MRAdaptation(MRDegradation(), patch_size=(48, 48, 48), progress=False)  # a stack of 40 thick slices
+    assert thin.prepare(torch.rand(1, 1, 64, 56, 40) + 0.5, {"noise_std": 0.05}).patch == (48, 48, 32)
 
 
 @pytest.mark.usefixtures("single_thread")

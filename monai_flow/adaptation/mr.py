@@ -23,6 +23,7 @@ __all__ = ["MRAdaptation"]
 class _Prepared:
     volume: torch.Tensor  # (C, X, Y, Z) network units
     noise: dict
+    patch: tuple[int, ...]  # the training patch, fitted to the volume
 
 
 class MRAdaptation(VolumeAdaptation):
@@ -30,15 +31,20 @@ class MRAdaptation(VolumeAdaptation):
 
     Args:
         operator: the bundle's :class:`~monai_flow.transforms.MRDegradation` (coils, mapping).
-        patch_size: 3D training patch.
+        patch_size: 3D training patch. Along an axis where the volume is thinner (e.g. a stack of 32
+            thick slices) the patch shrinks to the largest multiple of ``patch_multiple`` that fits;
+            a volume thinner than ``patch_multiple`` is refused.
+        patch_multiple: what the network's down-sampling needs patch sides to divide by (16).
         other arguments: :class:`VolumeAdaptation`.
 
     ``meta`` (optional): ``noise_std``, the volume's noise std ``s`` in network units when known;
     otherwise ``operator.estimate_noise_std`` of the whole volume.
     """
 
-    def __init__(self, operator: MRDegradation, patch_size: Sequence[int] = (48, 48, 48), **kwargs) -> None:
+    def __init__(self, operator: MRDegradation, patch_size: Sequence[int] = (48, 48, 48), patch_multiple: int = 16,
+                 **kwargs) -> None:
         super().__init__(patch_size=patch_size, **kwargs)
+        self.patch_multiple = int(patch_multiple)
         if len(self.patch_size) != 3:
             raise ValueError(f"MR adaptation trains a 3D network: patch_size must be (X, Y, Z), got {self.patch_size}.")
         self.operator = operator
@@ -58,14 +64,18 @@ class MRAdaptation(VolumeAdaptation):
         if low < -0.05 * max(abs(high), 1e-12):
             raise AdaptationError(f"this does not look like a magnitude MR image: it has negative values ({low:.3g} "
                                   f"against a maximum of {high:.3g}); is it CT in HU?")
-        self.check_size(volume.shape[2:])
+        spatial = tuple(volume.shape[2:])
+        patch = tuple(p if s >= p else s // self.patch_multiple * self.patch_multiple for s, p in zip(spatial, self.patch_size))
+        if min(patch) < self.patch_multiple:
+            raise AdaptationError(f"input of size {spatial} is too small to adapt on: every side needs at least "
+                                  f"{self.patch_multiple} voxels (training patches {self.patch_size}).")
         if meta.get("noise_std") is not None:
             std, source = float(meta["noise_std"]), "given"
         else:
             std, source = float(self.operator.estimate_noise_std(volume).reshape(-1)[0]), "estimate"
         if not (std > 0 and torch.isfinite(torch.tensor(std))):
             raise AdaptationError(f"the noise of this MR volume cannot be estimated (got {std}); give noise_std.")
-        return _Prepared(volume[0], {"noise_std": std, "noise_source": source})
+        return _Prepared(volume[0], {"noise_std": std, "noise_source": source, "patch": list(patch)}, patch)
 
     def batches(self, prepared: _Prepared, generator: torch.Generator) -> Iterator[dict[str, torch.Tensor]]:
         volume = prepared.volume
@@ -73,8 +83,8 @@ class MRAdaptation(VolumeAdaptation):
         while True:
             patches = []
             for _ in range(self.batch_size):
-                corner = [int(torch.randint(s - p + 1, (1,), generator=generator)) for s, p in zip(shape, self.patch_size)]
-                patch = volume[(slice(None), *(slice(c, c + p) for c, p in zip(corner, self.patch_size)))]
+                corner = [int(torch.randint(s - p + 1, (1,), generator=generator)) for s, p in zip(shape, prepared.patch)]
+                patch = volume[(slice(None), *(slice(c, c + p) for c, p in zip(corner, prepared.patch)))]
                 flips = [d + 1 for d in range(3) if bool(torch.rand(1, generator=generator) < 0.5)]
                 patches.append(patch.flip(flips) if flips else patch)
             yield {"image": torch.stack(patches), "reference_std": torch.full((self.batch_size,), prepared.noise["noise_std"])}
