@@ -2,7 +2,8 @@
 --methods noisy bm3d_psd ct_main ct_adapt ct_adapt_scratch ct_simsdl ct_n2n ...``.
 
 - ``ct_main`` / ``mr_main``: the model the bundle's main job trained (``bundles/<name>/models/model.pt``, or
-  ``$MONAI_FLOW_CT_MODEL`` / ``$MONAI_FLOW_MR_MODEL``) with the bundle's ``inference.json`` settings.
+  ``$MONAI_FLOW_CT_MODEL`` / ``$MONAI_FLOW_MR_MODEL``) with the bundle's ``inference.json`` settings;
+  ``ct_main_fixed``: the same with the former fixed schedule [0.5, 0.3, 0.2] instead of ``auto``.
 - ``ct_adapt`` / ``mr_adapt``: ``monai-flow denoise --adapt`` (the bundle's ``adapt.json``): that model
   fine-tuned on the input itself for the case's time budget, then the bundle's inferer.
 - ``ct_adapt_scratch`` / ``mr_adapt_scratch``: the same adaptation from an untrained network.
@@ -107,9 +108,11 @@ def _run(bundle: Bundle, network, inferer, x: np.ndarray, ctx) -> np.ndarray:
         return inferer(volume, network).detach().cpu().numpy()[0, 0] * scale
 
 
-def _main(name: str):
+def _main(name: str, dt_schedule=None):
     def method(x, ctx):
         bundle = _bundle(name, adapt=False)
+        if dt_schedule is not None:
+            bundle.set("dt_schedule", dt_schedule)
         return _run(bundle, _network(bundle, True), bundle.get("inferer"), x, ctx)
     return method
 
@@ -137,6 +140,7 @@ def _adapt(name: str, trained: bool, baseline: str | None = None):
 
 METHODS = {
     "ct_main": _main("ct_denoise"),
+    "ct_main_fixed": _main("ct_denoise", [0.5, 0.3, 0.2]),  # the bundle's former fixed schedule
     "ct_adapt": _adapt("ct_denoise", True),
     "ct_adapt_scratch": _adapt("ct_denoise", False),
     "ct_simsdl": _adapt("ct_denoise", False, "simsdl"),
@@ -150,7 +154,8 @@ METHODS = {
 MODALITIES = {name: ("CT",) if name.startswith("ct_") else ("MR",) for name in METHODS}
 DIMS = {name: (2,) if name.startswith("ct_") else (3,) for name in METHODS}
 LABELS = {
-    "ct_main": "ct_denoise main-job model", "ct_adapt": "ct_denoise --adapt", "ct_adapt_scratch": "--adapt from scratch",
+    "ct_main": "ct_denoise main-job model", "ct_main_fixed": "main model, fixed schedule [0.5, 0.3, 0.2]",
+    "ct_adapt": "ct_denoise --adapt", "ct_adapt_scratch": "--adapt from scratch",
     "ct_simsdl": "SimSDL, adapted", "ct_n2n": "Noise2Noise-style, adapted",
     "mr_main": "mr_denoise main-job model", "mr_adapt": "mr_denoise --adapt", "mr_adapt_scratch": "--adapt from scratch",
     "mr_simsdl": "SimSDL, adapted", "mr_n2n": "Noise2Noise-style, adapted",

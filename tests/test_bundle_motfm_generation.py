@@ -19,9 +19,11 @@ import torch
 from monai.transforms import LoadImage
 
 REPO = Path(__file__).resolve().parent.parent
+DEMO_IMAGES = 18  # of the demo's 96: generating the realistic phantoms is most of a tiny run
 TINY = [
     "--max_epochs", "1", "--epoch_length", "1", "--batch_size", "2", "--val_interval", "1", "--val_num_steps", "1",
     "--train#dataset#data", "$@datalist['training'][:4]", "--validate#dataset#data", "$@datalist['validation'][:2]",
+    "--demo#num_images", str(DEMO_IMAGES),
 ]
 
 
@@ -72,14 +74,14 @@ def test_inference_for_a_mask_and_label_saves_image_mask_and_sidecar(bundle, tmp
     assert sidecar["label"] == 1 and sidecar["mask"] == mask_copy.name and sidecar["image"] == generated.name
     assert sidecar["num_steps"] == 2 and sidecar["guidance_scale"] == 2.0 and sidecar["solver"] == "heun"
     assert sidecar["seed"] == 3 and sidecar["mask_source"] == str(mask_file)
-    assert mask_file.is_file() and len(list(mask_file.parent.glob("*"))) == 96  # inputs untouched
+    assert mask_file.is_file() and len(list(mask_file.parent.glob("*"))) == DEMO_IMAGES  # inputs untouched
 
 
 def test_evaluate_writes_metrics_csv_and_grid(bundle, tmp_path):
     run_bundle(
         [bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json"], "--bundle_root", str(bundle),
         "--output_dir", str(tmp_path),
-        "--num_steps", "1", "--dataset#data", "$@datalist['testing'][:3]",
+        "--num_steps", "1", "--dataset#data", "$@datalist['testing'][:3]", "--demo#num_images", str(DEMO_IMAGES),
     )
     with open(tmp_path / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
@@ -108,10 +110,11 @@ def test_3d_overlay_trains_one_step(tmp_path):
     assert not (root / "models").exists()  # the 2D model folder is left alone
 
 
-def test_torchrun_two_cpu_processes(tmp_path):
+def test_torchrun_two_cpu_processes(bundle, tmp_path):
     """The issue's acceptance command: torchrun with train.json + multi_gpu_train.json (gloo on CPU)."""
     root = tmp_path / "motfm_generation"
     shutil.copytree(REPO / "bundles" / "motfm_generation" / "configs", root / "configs")
+    shutil.copytree(bundle / "demo", root / "demo")  # the same demo data, already made: the ranks only train
     configs = repr([str(root / "configs" / "train.json"), str(root / "configs" / "multi_gpu_train.json")])
     out = run([
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",

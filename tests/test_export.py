@@ -52,7 +52,7 @@ def bundle(tmp_path, request):
 
 CASES = {
     # bundle: (steps, eager inferer with the same schedule, input shape)
-    "ct_denoise": (3, None, (3, 1, 32, 48)),  # the bundle's total dt (1.0), redistributed in 3 steps
+    "ct_denoise": (3, None, (3, 1, 32, 48)),  # an auto bundle: the 3-step template
     "ct_restore": (3, RestorationInferer(num_steps=3), (2, 1, 40, 24)),
     "mr_denoise": (2, None, (1, 1, 16, 16, 24)),  # 3D network; schedule from the bundle's max_dt/min_dt
 }
@@ -79,9 +79,8 @@ def test_export_reproduces_the_eager_inferer(bundle, request, tmp_path):
     assert meta["bundle"] == name and meta["export"]["method"] == "torch.jit.trace"
     assert meta["checkpoint"] == str(ckpt.resolve()) and meta["input"]["channels"] == 1
     if name == "ct_denoise":
-        schedule = meta["dt_schedule"]  # the bundle's [0.5, 0.3, 0.2]: total 1.0, coarse to fine, each <= max_dt 0.6
-        assert meta["method"] == "relative_flow" and sum(schedule) == pytest.approx(1.0)
-        assert schedule == sorted(schedule, reverse=True) and max(schedule) <= 0.6 + 1e-9
+        # dt_schedule "auto" (max_dt 0.6, min_dt 0.05): from the clean end min_dt, doubling: 0.2, 0.1, 0.05
+        assert meta["method"] == "relative_flow" and meta["dt_schedule"] == pytest.approx([0.2, 0.1, 0.05])
         assert meta["intensity"]["a_min"] == -1000.0 and meta["intensity"]["a_max"] == 0.0
         assert meta["input"]["shape"] == "(B, C, H, W)" and meta["input"]["spatial_divisor"] == 4
     if name == "ct_restore":
@@ -94,10 +93,10 @@ def test_export_reproduces_the_eager_inferer(bundle, request, tmp_path):
 def test_defaults_overwrite_and_errors(bundle, tmp_path):
     root, net, ckpt = bundle
     out = tmp_path / "den.ts"
-    export_denoiser("ct_denoise", str(out), checkpoint=str(ckpt), bundle_root=str(root))  # the bundle's schedule
-    meta = load_metadata(out)
-    bundle_schedule = json.loads((root / "configs" / "inference.json").read_text())["dt_schedule"]
-    assert meta["dt_schedule"] == bundle_schedule
+    config = json.loads((root / "configs" / "inference.json").read_text())
+    (root / "configs" / "inference.json").write_text(json.dumps({**config, "dt_schedule": [0.5, 0.3, 0.2]}))
+    export_denoiser("ct_denoise", str(out), checkpoint=str(ckpt), bundle_root=str(root))  # a fixed schedule, as it is
+    assert load_metadata(out)["dt_schedule"] == [0.5, 0.3, 0.2]
     before = out.read_bytes()
     with pytest.raises(FileExistsError, match="overwrite"):
         export_denoiser("ct_denoise", str(out), checkpoint=str(ckpt), steps=2, bundle_root=str(root))
