@@ -63,7 +63,8 @@ def build(variant: str, slice_batch: int, steps: int):
     parser["device"] = "$torch.device('cpu')"
     parser["network_def#mid_attention"] = variant == "mid_attention"
     parser["slice_batch"] = slice_batch
-    parser["num_steps"] = steps  # the bundle's total quality-time step, in `steps` steps
+    parser["dt_schedule"] = [0.2] * steps  # exactly `steps` network passes (the bundle's `auto` depends on the noise)
+    parser["num_steps"] = None
     parser["amp"] = "bf16" if "bf16" in variant else None
     torch.manual_seed(0)
     net = parser.get_parsed_content("network_def")
