@@ -103,7 +103,7 @@ def test_tiny_network_trained_on_simulated_low_dose_ct_improves_psnr_in_one_step
     objective = CumulativeVelocityFlow(degrade, level_range=(0.3, 0.8), mct_weight=0.3, mct_steps=(2, 4), seed=0)
     net = TimeConv(24)
     opt = torch.optim.Adam(net.parameters(), lr=5e-3)
-    for _ in range(300):
+    for _ in range(200):  # +3.6 dB after 200 iterations (seeded), the test asks +3
         loss = objective(net, {"image": phantoms(8, generator=gen) / 1000.0})
         opt.zero_grad()
         loss.backward()
