@@ -502,7 +502,8 @@ def test_parallel_noise_matches_scikit_image_radon_iradon():
                              generator=torch.Generator().manual_seed(13))[:, 0].double().numpy()
     inside = (hu.numpy() > -500).reshape(16, 4, 16, 4).all(axis=(1, 3))
     ratios = (block_std(ours, 4) / block_std(theirs, 4))[inside]
-    assert 1.0 < np.median(ratios) < 1.3, np.median(ratios)
+    # seeded on both sides: 1.159 measured; +-5 % leaves room for BLAS rounding, a 10 % error in our noise fails
+    assert 1.10 < np.median(ratios) < 1.22, np.median(ratios)
     core = slice(n // 2 - 12, n // 2 + 12)
     nps = radial_nps_bands(ours[:, core, core]) / radial_nps_bands(theirs[:, core, core])
     assert abs(nps[0] - 1) < 0.1 and abs(nps[1] - 1) < 0.12 and nps[2] > 1.1, nps

@@ -187,9 +187,10 @@ def test_mr_cortex_is_a_folded_ribbon_of_realistic_thickness(mr):
     img, lab = mr
     gm = lab == MR_LABELS["grey_matter"]
     to_wm = ndimage.distance_transform_edt(lab != MR_LABELS["white_matter"])[gm]   # mm (1 mm pixels)
-    # a 2.4-2.9 mm ribbon: half of its pixels within ~2 mm of white matter; sulcal walls and
-    # narrow gyri (all grey) make the tail
-    assert 1.2 < np.median(to_wm) < 3.2 and np.percentile(to_wm, 95) < 8.0, (np.median(to_wm), np.percentile(to_wm, 95))
+    # a 2.4-2.9 mm ribbon: half of its pixels within ~2 mm of white matter; sulcal walls and narrow gyri
+    # (all grey) make the tail. Measured over seeds 3-7: median 2.0-2.24 mm, 95th percentile 5.0-6.3 mm; a
+    # ribbon of half or twice the thickness (median ~1 or ~4 mm) fails
+    assert 1.7 < np.median(to_wm) < 2.6 and np.percentile(to_wm, 95) < 7.0, (np.median(to_wm), np.percentile(to_wm, 95))
     # gyri: along a contour 7 mm inside the brain surface, white-matter cores alternate with sulci
     brain = ndimage.binary_fill_holes(np.isin(lab, [MR_LABELS[k] for k in ("grey_matter", "white_matter", "deep_grey", "csf")])
                                       & (ndimage.distance_transform_edt(lab != MR_LABELS["skull"]) > 0))
