@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import torch
 
-from .ct_scan import CT_FILTERS, check_spacing
+from .ct_scan import check_slice_geometry
 from .nufft import NUFFTPlan2D
 
 __all__ = [
@@ -56,14 +56,7 @@ class ParallelBeamGeometry:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        if len(shape) != 2 or min(shape) < 2:
-            raise ValueError(f"shape must be (H, W) with both >= 2, got {tuple(shape)}.")
-        if num_views < 1:
-            raise ValueError(f"num_views must be >= 1, got {num_views}.")
-        if filter_name not in CT_FILTERS:
-            raise ValueError(f"filter_name must be one of {CT_FILTERS}, got {filter_name!r}.")
-        self.shape = (int(shape[0]), int(shape[1]))
-        self.spacing = check_spacing(spacing)
+        self.shape, self.spacing = check_slice_geometry(shape, spacing, num_views, filter_name)
         self.num_views = int(num_views)
         self.bin_spacing = float(bin_spacing) if bin_spacing else min(self.spacing)
         diagonal = math.hypot(self.shape[0] * self.spacing[0], self.shape[1] * self.spacing[1])

@@ -68,6 +68,19 @@ def check_spacing(spacing: Sequence[float]) -> tuple[float, float]:
     return float(values[0]), float(values[1])
 
 
+def check_slice_geometry(shape: Sequence[int], spacing: Sequence[float], num_views: int,
+                         filter_name: str) -> tuple[tuple[int, int], tuple[float, float]]:
+    """What every projector checks: slice ``shape`` (H, W) both >= 2, ``spacing`` (:func:`check_spacing`),
+    ``num_views`` >= 1 and a known FBP ``filter_name``. Returns (shape, spacing) as ints and floats."""
+    if len(shape) != 2 or min(shape) < 2:
+        raise ValueError(f"shape must be (H, W) with both >= 2, got {tuple(shape)}.")
+    if num_views < 1:
+        raise ValueError(f"num_views must be >= 1, got {num_views}.")
+    if filter_name not in CT_FILTERS:
+        raise ValueError(f"filter_name must be one of {CT_FILTERS}, got {filter_name!r}.")
+    return (int(shape[0]), int(shape[1])), check_spacing(spacing)
+
+
 def check_domain(domain: str) -> str:
     if domain not in CT_DOMAINS:
         raise ValueError(f"domain must be one of {CT_DOMAINS}, got {domain!r}.")

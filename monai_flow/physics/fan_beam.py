@@ -44,7 +44,7 @@ from functools import lru_cache
 import torch
 
 from .ct_geometry import ParallelBeamGeometry, _fast_fft_size, _ramp_filter, kernel_response, sample_line_integrals
-from .ct_scan import CT_FILTERS, DETECTOR_SHAPES, check_spacing
+from .ct_scan import DETECTOR_SHAPES, check_slice_geometry
 
 __all__ = ["FanBeamGeometry", "fan_beam_geometry"]
 
@@ -85,18 +85,13 @@ class FanBeamGeometry:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        if len(shape) != 2 or min(shape) < 2:
-            raise ValueError(f"shape must be (H, W) with both >= 2, got {tuple(shape)}.")
-        if num_views < 1 or num_channels < 2:
-            raise ValueError(f"num_views must be >= 1 and num_channels >= 2, got {num_views}, {num_channels}.")
-        if filter_name not in CT_FILTERS:
-            raise ValueError(f"filter_name must be one of {CT_FILTERS}, got {filter_name!r}.")
+        self.shape, self.spacing = check_slice_geometry(shape, spacing, num_views, filter_name)
+        if num_channels < 2:
+            raise ValueError(f"num_channels must be >= 2, got {num_channels}.")
         if detector_shape not in DETECTOR_SHAPES:
             raise ValueError(f"detector_shape must be one of {DETECTOR_SHAPES}, got {detector_shape!r}.")
         if not source_detector > source_isocentre > 0:
             raise ValueError(f"source_detector ({source_detector}) must exceed source_isocentre ({source_isocentre}) > 0.")
-        self.shape = (int(shape[0]), int(shape[1]))
-        self.spacing = check_spacing(spacing)
         self.num_views, self.num_bins = int(num_views), int(num_channels)
         self.source_isocentre, self.source_detector = float(source_isocentre), float(source_detector)
         self.channel_pitch, self.detector_shape = float(channel_pitch), detector_shape
