@@ -44,6 +44,30 @@ def test_amp_setting_names_a_dtype(value, expected):
     assert amp_name(value) == {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[expected]
 
 
+@pytest.mark.parametrize(("flags", "expected"), [
+    ("fpu sse2 avx2 avx512f avx512bw", None),  # AVX-512 without BF16: bf16 would be emulated, slower
+    ("fpu sse2 avx2 avx512f avx512_bf16", torch.bfloat16),
+    ("fpu sse2 avx2 amx_tile amx_bf16", torch.bfloat16),
+    ("", None),  # no /proc/cpuinfo (macOS, Windows): full precision
+])
+def test_auto_amp_is_bf16_only_where_the_cpu_computes_it(monkeypatch, flags, expected):
+    import monai_flow.networks.precision as precision
+
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: set(flags.split()))
+    precision._native_bf16.cache_clear()
+    try:
+        assert amp_dtype("auto", "cpu") is expected
+        assert amp_name("auto") == "auto"  # resolved per device when the network runs
+        net = _net()
+        seen = []
+        hook = net.unet.conv_in.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+        out = AutocastNetwork(net, "auto")(torch.randn(1, 1, 16, 16), torch.tensor([0.3]))
+        hook.remove()
+        assert seen == [expected or torch.float32] and out.dtype == torch.float32
+    finally:
+        precision._native_bf16.cache_clear()
+
+
 def test_unknown_amp_setting_is_refused():
     with pytest.raises(ValueError, match="amp must be one of"):
         amp_dtype("int8")
@@ -169,8 +193,9 @@ NAMES = ["ct_denoise", "mr_denoise", "ct_restore", "motfm_generation"]
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_bundle_has_amp_in_training_and_inference(name):
-    """``amp`` is an id of train.json (the trainer's) and inference.json (the inferer's, via
-    AutocastInferer), off by default; train_gpu.json turns bf16 on."""
+    """``amp`` is an id of train.json (the trainer's, off by default) and inference.json (the inferer's, via
+    AutocastInferer: ``"auto"`` for the two denoising bundles, whose speed goals it meets, off for the
+    others), evaluated as deployed; train_gpu.json turns bf16 on."""
     configs = BUNDLES / name / "configs"
     train = json.loads((configs / "train.json").read_text())
     assert train["amp"] is None and train["train"]["trainer"]["amp"] == "@amp"
@@ -180,7 +205,7 @@ def test_every_bundle_has_amp_in_training_and_inference(name):
         parser = ConfigParser()
         parser.read_config([str(configs / f) for f in files])
         parser["device"] = "$torch.device('cpu')"
-        assert parser["amp"] is None
+        assert parser["amp"] == ("auto" if name in ("ct_denoise", "mr_denoise") else None), files
         parser["amp"] = "bf16"
         inferer = parser.get_parsed_content("inferer")
         assert isinstance(inferer, AutocastInferer) and inferer.amp == "bf16", files

@@ -79,9 +79,10 @@ def add_parser(subparsers, parents) -> None:
                        help="training time per input (default: the bundle's adapt.json, 240 s)")
     adapt.add_argument("--no-cache", action="store_true", help="neither reuse nor store adapted weights")
     speed = p.add_argument_group("speed")
-    speed.add_argument("--amp", choices=("fp32", "bf16", "fp16"),
-                       help="mixed precision of the network (default: the bundle's amp, fp32); bf16 is fast on recent "
-                            "GPUs and on CPUs with AVX512-BF16 / AMX; times and solver state stay fp32")
+    speed.add_argument("--amp", choices=("fp32", "bf16", "fp16", "auto"),
+                       help="mixed precision of the network (default: the bundle's amp; ct_denoise and mr_denoise: auto, "
+                            "bf16 on GPUs and CPUs that compute it natively (AVX512-BF16 / AMX), else fp32); "
+                            "times and solver state stay fp32")
     speed.add_argument("--threads", type=positive_int, metavar="N",
                        help="CPU threads of this process (torch.set_num_threads; default: torch's, the CPU count)")
     speed.add_argument("--skip-existing", action="store_true",

