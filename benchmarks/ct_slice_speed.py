@@ -12,7 +12,8 @@ Network choices (``--variants``):
 * ``no_mid_attention``: ``VelocityUNet(mid_attention=False)`` (the bundle now): convolutions only, linear;
 * ``+channels_last``: the same weights in channels-last memory format (``VelocityUNet.to_channels_last``);
 * ``+bf16``: the same under bf16 autocast (``amp="bf16"``; fast on CPUs with AVX512-BF16 / AMX);
-* ``+channels_last+bf16``: both.
+* ``+channels_last+bf16``: both;
+* ``default``: ``inference.json`` as it is (channels-last, ``amp`` ``"auto"``: bf16 on CPUs with native bf16).
 
     python benchmarks/ct_slice_speed.py                     # 128..1024, all variants, 2 threads (~10 min idle)
     python benchmarks/ct_slice_speed.py --quick             # 64 and 128 only: a smoke run in seconds
@@ -42,7 +43,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-VARIANTS = ("mid_attention", "no_mid_attention", "+channels_last", "+bf16", "+channels_last+bf16")
+VARIANTS = ("mid_attention", "no_mid_attention", "+channels_last", "+bf16", "+channels_last+bf16", "default")
 # mid-attention cost grows like S^4: skip sizes where one run would take minutes
 MID_ATTENTION_MAX_SIDE = 512
 
@@ -61,18 +62,18 @@ def build(variant: str, slice_batch: int, steps: int):
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundles" / "ct_denoise" / "configs" / "inference.json"))
     parser["device"] = "$torch.device('cpu')"
-    parser["network_def#mid_attention"] = variant == "mid_attention"
     parser["slice_batch"] = slice_batch
     parser["dt_schedule"] = [0.2] * steps  # exactly `steps` network passes (the bundle's `auto` depends on the noise)
     parser["num_steps"] = None
-    parser["amp"] = "bf16" if "bf16" in variant else None
+    if variant != "default":
+        parser["network_def#mid_attention"] = variant == "mid_attention"
+        parser["network_def#channels_last"] = "channels_last" in variant
+        parser["amp"] = "bf16" if "bf16" in variant else None
     torch.manual_seed(0)
     net = parser.get_parsed_content("network_def")
     with torch.no_grad():  # untrained output layer is zero: perturb so that the work is real
         for p in net.parameters():
             p.add_(0.02 * torch.randn_like(p))
-    if "channels_last" in variant:
-        net.to_channels_last()
     return parser.get_parsed_content("network").eval(), parser.get_parsed_content("inferer")
 
 

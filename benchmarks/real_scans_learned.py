@@ -3,7 +3,9 @@
 
 - ``ct_main`` / ``mr_main``: the model the bundle's main job trained (``bundles/<name>/models/model.pt``, or
   ``$MONAI_FLOW_CT_MODEL`` / ``$MONAI_FLOW_MR_MODEL``) with the bundle's ``inference.json`` settings;
-  ``ct_main_fixed``: the same with the former fixed schedule [0.5, 0.3, 0.2] instead of ``auto``.
+  ``ct_main_fixed``: the same with the former fixed schedule [0.5, 0.3, 0.2] instead of ``auto``;
+  ``ct_main_fp32`` / ``mr_main_fp32``: the defaults in float32 (``amp`` ``"auto"`` is bf16 on CPUs with native
+  bf16); ``mr_main_before``: ``mr_denoise``'s inference settings before the speed work of issue 15.
 - ``ct_adapt`` / ``mr_adapt``: ``monai-flow denoise --adapt`` (the bundle's ``adapt.json``): that model
   fine-tuned on the input itself for the case's time budget, then the bundle's inferer.
 - ``ct_adapt_scratch`` / ``mr_adapt_scratch``: the same adaptation from an untrained network.
@@ -108,11 +110,13 @@ def _run(bundle: Bundle, network, inferer, x: np.ndarray, ctx) -> np.ndarray:
         return inferer(volume, network).detach().cpu().numpy()[0, 0] * scale
 
 
-def _main(name: str, dt_schedule=None):
+def _main(name: str, dt_schedule=None, **overrides):
     def method(x, ctx):
         bundle = _bundle(name, adapt=False)
         if dt_schedule is not None:
             bundle.set("dt_schedule", dt_schedule)
+        for key, value in overrides.items():
+            bundle.set(key, value)
         return _run(bundle, _network(bundle, True), bundle.get("inferer"), x, ctx)
     return method
 
@@ -141,11 +145,16 @@ def _adapt(name: str, trained: bool, baseline: str | None = None):
 METHODS = {
     "ct_main": _main("ct_denoise"),
     "ct_main_fixed": _main("ct_denoise", [0.5, 0.3, 0.2]),  # the bundle's former fixed schedule
+    "ct_main_fp32": _main("ct_denoise", amp=None),  # the defaults on a CPU without native bf16
     "ct_adapt": _adapt("ct_denoise", True),
     "ct_adapt_scratch": _adapt("ct_denoise", False),
     "ct_simsdl": _adapt("ct_denoise", False, "simsdl"),
     "ct_n2n": _adapt("ct_denoise", False, "n2n"),
     "mr_main": _main("mr_denoise"),
+    "mr_main_fp32": _main("mr_denoise", amp=None),
+    # inference.json before issue 15's speed work: 32^3 windows, overlap 0.25, float32, steps 0.05 .. 0.5
+    "mr_main_before": _main("mr_denoise", amp=None, roi_size=[32, 32, 32], overlap=0.25, sw_batch_size=4,
+                            max_dt=0.5, min_dt=0.05),
     "mr_adapt": _adapt("mr_denoise", True),
     "mr_adapt_scratch": _adapt("mr_denoise", False),
     "mr_simsdl": _adapt("mr_denoise", False, "simsdl"),
@@ -155,6 +164,8 @@ MODALITIES = {name: ("CT",) if name.startswith("ct_") else ("MR",) for name in M
 DIMS = {name: (2,) if name.startswith("ct_") else (3,) for name in METHODS}
 LABELS = {
     "ct_main": "ct_denoise main-job model", "ct_main_fixed": "main model, fixed schedule [0.5, 0.3, 0.2]",
+    "ct_main_fp32": "main model, float32", "mr_main_fp32": "main model, float32",
+    "mr_main_before": "main model, inference settings before the speed work",
     "ct_adapt": "ct_denoise --adapt", "ct_adapt_scratch": "--adapt from scratch",
     "ct_simsdl": "SimSDL, adapted", "ct_n2n": "Noise2Noise-style, adapted",
     "mr_main": "mr_denoise main-job model", "mr_adapt": "mr_denoise --adapt", "mr_adapt_scratch": "--adapt from scratch",
