@@ -8,6 +8,8 @@
   bf16); ``mr_main_before``: ``mr_denoise``'s inference settings before the speed work of issue 15.
 - ``ct_adapt`` / ``mr_adapt``: ``monai-flow denoise --adapt`` (the bundle's ``adapt.json``): that model
   fine-tuned on the input itself for the case's time budget, then the bundle's inferer.
+- ``ct_main_flips`` / ``ct_adapt_flips`` (and ``mr_``): the same, averaged over the input's mirror images
+  (:class:`~monai_flow.inferers.FlipEnsembleInferer`); the adapted weights are the cached ones of ``*_adapt``.
 - ``ct_adapt_scratch`` / ``mr_adapt_scratch``: the same adaptation from an untrained network.
 - ``ct_simsdl`` / ``ct_n2n`` (and ``mr_``): the SimSDL (``D(x) -> x``) and Noise2Noise-style
   (``D(x) -> D'(x)``) baselines with the same network, degradation, patches and time budget, from an untrained
@@ -31,7 +33,7 @@ from monai_flow.adaptation import AdaptationCache, AdaptiveInferer, CTAdaptation
 from monai_flow.bundle import Bundle
 from monai_flow.checkpoints import load_network_weights, unwrap_network
 from monai_flow.flows import CumulativeVelocityFlow
-from monai_flow.inferers import RestorationInferer
+from monai_flow.inferers import FlipEnsembleInferer, RestorationInferer
 from monai_flow.transforms import NoiseBasisDegradation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,18 +112,24 @@ def _run(bundle: Bundle, network, inferer, x: np.ndarray, ctx) -> np.ndarray:
         return inferer(volume, network).detach().cpu().numpy()[0, 0] * scale
 
 
-def _main(name: str, dt_schedule=None, **overrides):
+def _flips(name: str, inferer):
+    """Mirror every in-plane axis of a CT slice network, every axis of an MR volume network."""
+    return FlipEnsembleInferer(inferer, (0, 1) if name == "ct_denoise" else (0, 1, 2))
+
+
+def _main(name: str, dt_schedule=None, flips: bool = False, **overrides):
     def method(x, ctx):
         bundle = _bundle(name, adapt=False)
         if dt_schedule is not None:
             bundle.set("dt_schedule", dt_schedule)
         for key, value in overrides.items():
             bundle.set(key, value)
-        return _run(bundle, _network(bundle, True), bundle.get("inferer"), x, ctx)
+        inferer = bundle.get("inferer")
+        return _run(bundle, _network(bundle, True), _flips(name, inferer) if flips else inferer, x, ctx)
     return method
 
 
-def _adapt(name: str, trained: bool, baseline: str | None = None):
+def _adapt(name: str, trained: bool, baseline: str | None = None, flips: bool = False):
     def method(x, ctx):
         bundle = _bundle(name, adapt=True, budget=ctx.time_budget_s)
         adaptation = bundle.get("adaptation")
@@ -134,6 +142,8 @@ def _adapt(name: str, trained: bool, baseline: str | None = None):
 
                 sw = bundle.get("denoising_inferer")
                 inner = SlidingWindowFlowInferer(inner, sw.roi_size, sw.sw_batch_size, sw.overlap, mode="gaussian")
+        if flips:  # inside the adaptation: the adapted weights are those of the run without flips (cached)
+            inner = _flips(name, inner)
         meta = (lambda v: {"spacing": (ctx.spacing[1], ctx.spacing[0])}) if name == "ct_denoise" else (lambda v: {})
         inferer = AdaptiveInferer(inner, adaptation, cache=_CACHE, meta_reader=meta)
         out = _run(bundle, _network(bundle, trained), inferer, x, ctx)
@@ -146,7 +156,9 @@ METHODS = {
     "ct_main": _main("ct_denoise"),
     "ct_main_fixed": _main("ct_denoise", [0.5, 0.3, 0.2]),  # the bundle's former fixed schedule
     "ct_main_fp32": _main("ct_denoise", amp=None),  # the defaults on a CPU without native bf16
+    "ct_main_flips": _main("ct_denoise", flips=True),
     "ct_adapt": _adapt("ct_denoise", True),
+    "ct_adapt_flips": _adapt("ct_denoise", True, flips=True),
     "ct_adapt_scratch": _adapt("ct_denoise", False),
     "ct_simsdl": _adapt("ct_denoise", False, "simsdl"),
     "ct_n2n": _adapt("ct_denoise", False, "n2n"),
@@ -155,7 +167,9 @@ METHODS = {
     # inference.json before issue 15's speed work: 32^3 windows, overlap 0.25, float32, steps 0.05 .. 0.5
     "mr_main_before": _main("mr_denoise", amp=None, roi_size=[32, 32, 32], overlap=0.25, sw_batch_size=4,
                             max_dt=0.5, min_dt=0.05),
+    "mr_main_flips": _main("mr_denoise", flips=True),
     "mr_adapt": _adapt("mr_denoise", True),
+    "mr_adapt_flips": _adapt("mr_denoise", True, flips=True),
     "mr_adapt_scratch": _adapt("mr_denoise", False),
     "mr_simsdl": _adapt("mr_denoise", False, "simsdl"),
     "mr_n2n": _adapt("mr_denoise", False, "n2n"),
@@ -166,6 +180,8 @@ LABELS = {
     "ct_main": "ct_denoise main-job model", "ct_main_fixed": "main model, fixed schedule [0.5, 0.3, 0.2]",
     "ct_main_fp32": "main model, float32", "mr_main_fp32": "main model, float32",
     "mr_main_before": "main model, inference settings before the speed work",
+    "ct_main_flips": "main model, mean over 4 mirror images", "mr_main_flips": "main model, mean over 8 mirror images",
+    "ct_adapt_flips": "--adapt, mean over 4 mirror images", "mr_adapt_flips": "--adapt, mean over 8 mirror images",
     "ct_adapt": "ct_denoise --adapt", "ct_adapt_scratch": "--adapt from scratch",
     "ct_simsdl": "SimSDL, adapted", "ct_n2n": "Noise2Noise-style, adapted",
     "mr_main": "mr_denoise main-job model", "mr_adapt": "mr_denoise --adapt", "mr_adapt_scratch": "--adapt from scratch",

@@ -11,6 +11,7 @@ from monai.data import MetaTensor
 from monai.networks.layers import Conv
 
 from monai_flow.inferers import (
+    FlipEnsembleInferer,
     FlowInferer,
     RelativeFlowInferer,
     SlidingWindowFlowInferer,
@@ -373,3 +374,41 @@ def test_split_dt_schedule_keeps_the_total_and_the_template_shape():
         split_dt_schedule(0.3, 0)
     with pytest.raises(ValueError, match="total"):
         split_dt_schedule(0.0, 2)
+
+
+def _ramp_inferer(calls):
+    """Not mirror-equivariant: adds the row index (axis 0) to the image; records each call's input."""
+
+    def inferer(x, network):
+        calls.append(x.clone())
+        return x + torch.arange(x.shape[2], dtype=x.dtype).view(1, 1, -1, *([1] * (x.ndim - 3)))
+
+    return inferer
+
+
+@pytest.mark.parametrize("axes", [(0,), (0, 1), (0, 1, 2)])
+def test_flip_ensemble_averages_mirrored_runs(axes):
+    x = MetaTensor(torch.randn(2, 1, 5, 4, 3), meta={"note": "kept"})
+    calls = []
+    out = FlipEnsembleInferer(_ramp_inferer(calls), axes)(x, None)
+    # mirroring axis 0 reverses the ramp; the mean of a ramp and its reverse is (H - 1) / 2 everywhere
+    torch.testing.assert_close(out.as_tensor(), x.as_tensor() + 2.0)
+    assert isinstance(out, MetaTensor) and out.meta["note"] == "kept" and out.shape == x.shape
+    assert len(calls) == 2 ** len(axes)
+    assert sum(torch.equal(c, x.as_tensor().flip([a + 2 for a in axes])) for c in calls) == 1  # every flip once
+
+
+def test_flip_ensemble_keeps_what_is_not_mirrored_and_leaves_equivariant_inferers_unchanged():
+    x = torch.randn(1, 1, 6, 5)
+    calls = []
+    out = FlipEnsembleInferer(_ramp_inferer(calls), (1,))(x, None)  # the ramp runs along axis 0: never averaged
+    torch.testing.assert_close(out, x + torch.arange(6.0).view(1, 1, 6, 1))
+    pointwise = FlipEnsembleInferer(lambda v, net: torch.tanh(v) * 3, (0, 1))
+    torch.testing.assert_close(pointwise(x, None), torch.tanh(x) * 3)
+
+
+def test_flip_ensemble_errors():
+    with pytest.raises(ValueError, match="distinct"):
+        FlipEnsembleInferer(lambda v, n: v, (0, 0))
+    with pytest.raises(ValueError, match="2 spatial axes"):
+        FlipEnsembleInferer(lambda v, n: v, (0, 2))(torch.zeros(1, 1, 4, 4), None)

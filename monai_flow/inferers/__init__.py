@@ -5,11 +5,13 @@ quality time, step ``x <- x + (e^dt - 1) net(x, dt)``) and ``SlidingWindowFlowIn
 of them on volumes larger than the roi, ``per_step`` or ``per_window``), ``RestorationInferer``
 (IR-Flow, t = 0 degraded -> t = 1 clean, 1..N steps) and ``FlowMapDenoiser`` (flow-map
 denoising with a distortion-perception ``lookahead``); ``DomainInferer`` runs any of them in a
-degradation operator's domain (MR second-moment domain).
+degradation operator's domain (MR second-moment domain); ``FlipEnsembleInferer`` averages any
+of them over mirror images of the input.
 """
 
 from .base import FlowInfererBase, make_noise
 from .domain import DomainInferer
+from .flip_ensemble import FlipEnsembleInferer
 from .flow import FlowInferer
 from .flow_map import FlowMapDenoiser
 from .relative import RelativeFlowInferer
@@ -19,6 +21,7 @@ from .sliding_window import SlidingWindowFlowInferer
 
 __all__ = [
     "DomainInferer",
+    "FlipEnsembleInferer",
     "FlowInferer",
     "FlowInfererBase",
     "FlowMapDenoiser",
