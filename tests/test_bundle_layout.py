@@ -230,7 +230,7 @@ def settings(obj, depth: int = 0):
         return {k: settings(v, depth) for k, v in obj.items()}
     if hasattr(obj, "__self__") and hasattr(obj, "__func__"):  # a bound method, e.g. estimate_noise_std
         return {"method": obj.__func__.__qualname__, "of": settings(obj.__self__, depth + 1)}
-    if depth > 4 or not hasattr(obj, "__dict__"):
+    if depth > 6 or not hasattr(obj, "__dict__"):
         return type(obj).__qualname__
     return {"type": type(obj).__qualname__,
             **{k: settings(v, depth + 1) for k, v in vars(obj).items() if k not in IGNORED_ATTRIBUTES and not k.startswith("_")}}

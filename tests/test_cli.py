@@ -265,6 +265,32 @@ def test_steps_split_the_relative_schedule_and_set_uniform_restoration_steps(bun
     assert denoiser.inferer.time_grid.numel() == 4 and denoiser.postfix == "restored"
 
 
+def test_flip_ensemble_averages_the_bundles_inferer_over_mirror_images(tmp_path, capsys, bundles):
+    from monai_flow.bundle import Bundle
+    from monai_flow.cli.denoise import Denoiser
+
+    bundle = Bundle("ct_denoise", str(bundles["ct_denoise"]))
+    plain = Denoiser(bundle, bundle.default_checkpoint, "cpu", amp="fp32")
+    flipped = Denoiser(Bundle("ct_denoise", str(bundles["ct_denoise"])), bundle.default_checkpoint, "cpu", amp="fp32",
+                       flip_ensemble=True)
+    torch.manual_seed(0)
+    with torch.no_grad():  # untrained weights end in a zero convolution (the identity): give them random values
+        for p in plain.network.parameters():
+            p.copy_(torch.randn_like(p) * 0.05)
+    flipped.network.load_state_dict(plain.network.state_dict())
+    x = torch.rand(1, 1, 16, 12, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = sum(plain.inferer(x.flip(d), plain.network).flip(d) if d else plain.inferer(x, plain.network)
+                       for d in ([], [2], [3], [2, 3])) / 4  # in-plane mirror images only, never across slices
+        got = flipped.inferer(x, flipped.network)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(got, plain.inferer(x, plain.network), atol=1e-5)  # the network is not mirror-symmetric
+    src = nifti(tmp_path / "a.nii.gz", ct_volume())
+    code, _, err = cli(capsys, "denoise", src, tmp_path / "out", "--bundle", "ct_restore", "--bundle-root",
+                       bundles["ct_restore"], "--device", "cpu", "--flip-ensemble")
+    assert code == 2 and "bundle ct_restore has no flip_ensemble setting" in err
+
+
 def test_checkpoint_problems_are_reported_before_any_work(tmp_path, capsys, bundles):
     src = nifti(tmp_path / "a.nii.gz", ct_volume())
     out = tmp_path / "out"

@@ -150,10 +150,12 @@ class Denoiser(VolumeDenoiser):
     """A bundle's inference pieces, read from its configs with the command line's overrides."""
 
     def __init__(self, bundle: Bundle, checkpoint: Path | None, device: str | None = None, steps: int | None = None,
-                 roi: list[int] | None = None, adapt: dict | None = None, amp: str | None = None) -> None:
+                 roi: list[int] | None = None, adapt: dict | None = None, amp: str | None = None,
+                 flip_ensemble: bool | None = None) -> None:
         """``checkpoint=None`` (only with ``adapt``): start from the untrained network. ``adapt``:
         ``{"budget": seconds or None, "cache": bool}`` for a bundle read with its ``adapt.json``.
-        ``amp``: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (the bundle's ``amp`` id; None keeps the bundle's)."""
+        ``amp``: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (the bundle's ``amp`` id; None keeps the bundle's).
+        ``flip_ensemble``: average over the input's mirror images (the bundle's ``flip_ensemble``; None keeps it)."""
         import torch
 
         self.bundle = bundle
@@ -165,6 +167,10 @@ class Denoiser(VolumeDenoiser):
             if not bundle.has("amp"):
                 raise CLIError(f"bundle {bundle.name} has no amp setting: --amp is not supported.")
             bundle.set("amp", None if amp == "fp32" else amp)
+        if flip_ensemble is not None:
+            if not bundle.has("flip_ensemble"):
+                raise CLIError(f"bundle {bundle.name} has no flip_ensemble setting: --flip-ensemble is not supported.")
+            bundle.set("flip_ensemble", bool(flip_ensemble))
         if adapt is not None:
             if adapt.get("budget") is not None:
                 bundle.set("adapt_budget_seconds", float(adapt["budget"]))

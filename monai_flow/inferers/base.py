@@ -29,7 +29,7 @@ from tqdm import tqdm
 from monai_flow.checkpoints import unwrap_network
 from monai_flow.networks.precision import AutocastNetwork, amp_dtype, amp_name
 
-__all__ = ["AutocastInferer", "FlowInfererBase", "Step", "make_noise", "select_batch"]
+__all__ = ["AutocastInferer", "FlowInfererBase", "Step", "WrappingInferer", "make_noise", "select_batch"]
 
 Step = tuple[torch.Tensor, ...]
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -160,7 +160,17 @@ class FlowInfererBase(Inferer):
         return convert_to_dst_type(out, inputs, device=out.device)[0]
 
 
-class AutocastInferer(Inferer):
+class WrappingInferer(Inferer):
+    """An inferer around another one (``self.inferer``): attributes it does not have itself (``results``,
+    ``dt_table``, ``flow_inferer``, ...) are the wrapped inferer's."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "inferer":
+            raise AttributeError(name)
+        return getattr(self.inferer, name)
+
+
+class AutocastInferer(WrappingInferer):
     """Run any inferer with its network under mixed precision (AMP): ``AutocastInferer(inferer, amp)``.
 
     ``inferer(inputs, network, *args, **kwargs)`` is called with the network wrapped in
@@ -183,11 +193,6 @@ class AutocastInferer(Inferer):
         amp_dtype(amp)  # validates
         self.inferer = inferer
         self.amp = amp_name(amp)
-
-    def __getattr__(self, name: str):  # results, dt_table, ... of the wrapped inferer
-        if name.startswith("__") or name in ("inferer", "amp"):
-            raise AttributeError(name)
-        return getattr(self.inferer, name)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):  # type: ignore[override]
         if self.amp != "fp32":

@@ -6,15 +6,14 @@ import itertools
 from collections.abc import Callable, Sequence
 
 import torch
-from monai.inferers import Inferer
 from monai.utils import convert_to_dst_type
 
-from monai_flow.inferers.base import plain
+from monai_flow.inferers.base import WrappingInferer, plain
 
 __all__ = ["FlipEnsembleInferer"]
 
 
-class FlipEnsembleInferer(Inferer):
+class FlipEnsembleInferer(WrappingInferer):
     """``FlipEnsembleInferer(inferer, spatial_axes)(inputs, network)``: the mean over every subset ``S`` of
     ``spatial_axes`` of ``flip_S(inferer(flip_S(inputs), network))``: ``2^len(spatial_axes)`` runs.
 
