@@ -116,6 +116,35 @@ def test_header_exposure_is_used_when_given(ct_volume):
     assert (var[0] / var[2]).item() == pytest.approx(2.0, rel=0.25)
 
 
+def test_learning_rate_rises_linearly_over_the_warmup_then_decays_as_a_cosine():
+    from monai_flow.adaptation.training import learning_rate_factor
+
+    assert [learning_rate_factor(d, 0.2) for d in (0.0, 0.05, 0.1, 0.2)] == pytest.approx([0.0, 0.25, 0.5, 1.0])
+    assert learning_rate_factor(0.6, 0.2) == pytest.approx(0.5)  # half-way through the decay: cos(pi / 2)
+    assert learning_rate_factor(1.0, 0.2) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate_factor(0.25, 0.0) == pytest.approx((1 + 2 ** -0.5) / 2)  # no warm-up: the plain cosine
+    with pytest.raises(ValueError, match="warmup must be a fraction"):
+        ct_adaptation(warmup=1.0)
+
+
+def _first_update(ct_volume, **kw):
+    """The largest weight change of one adaptation step, and the settings that key the cache."""
+    net = SliceWise(tiny_net())
+    adaptation = ct_adaptation(budget_seconds=1e6, max_iterations=1, learning_rate=1e-2, **kw)
+    core, _ = adaptation(net, ct_volume, {"spacing": SPACING})
+    start = net.network.state_dict()
+    return max(float((v - start[k]).abs().max()) for k, v in core.state_dict().items() if v.is_floating_point()), \
+        adaptation.settings()
+
+
+def test_warmup_holds_back_the_first_updates_and_keys_the_cache(ct_volume):
+    jolt, plain_settings = _first_update(ct_volume)
+    held, warm_settings = _first_update(ct_volume, warmup=0.5)
+    assert jolt > 1e-3  # Adam's first step moves weights by about the learning rate (1e-2)
+    assert held < 1e-3 * jolt  # the warm-up starts from a learning rate of about 0
+    assert "warmup" not in plain_settings and warm_settings["warmup"] == 0.5
+
+
 def test_adaptive_inferer_reuses_cached_weights_and_leaves_the_network_alone(ct_volume, tmp_path):
     net = SliceWise(tiny_net())
     start = {k: v.clone() for k, v in net.state_dict().items()}

@@ -33,12 +33,22 @@ class AdaptationResult(dict):
     """What an adaptation did: ``iterations``, ``seconds``, ``loss`` (last smoothed loss), ``noise``."""
 
 
+def learning_rate_factor(done: float, warmup: float) -> float:
+    """The learning rate's fraction of its peak when ``done`` (0..1) of the budget is spent: a linear rise
+    over ``warmup``, then a cosine decay to 0 at the end."""
+    if done < warmup:
+        return done / warmup
+    return 0.5 * (1 + math.cos(math.pi * (done - warmup) / (1 - warmup)))
+
+
 class VolumeAdaptation(ABC):
     """Fine-tune a copy of a RelativeFlow network on one volume (B = 1, channel-first).
 
     Training: random patches of the volume, degraded by the modality's operator for a step of
     quality time dt ~ U[dt_range] (:class:`~monai_flow.flows.RelativeFlow`, calibrated), AdamW with
-    a cosine learning rate over the time budget. The network keeps its architecture, so the adapted
+    a linear warm-up over the first ``warmup`` of the budget, then a cosine decay. Without the
+    warm-up, Adam's first updates move every weight of a trained network by about the learning rate
+    whatever its gradient, and a short adaptation never recovers from that jolt. The network keeps its architecture, so the adapted
     weights load into the bundle's ``network_def``.
 
     Args:
@@ -46,6 +56,8 @@ class VolumeAdaptation(ABC):
         batch_size: patches per step.
         budget_seconds: wall-clock budget of the training loop.
         learning_rate: AdamW peak learning rate.
+        warmup: fraction of the budget (time, or ``max_iterations``) over which the learning rate rises
+            linearly from 0 to ``learning_rate``.
         dt_range: (min, max) quality-time steps to train (should cover the inference schedule).
         seed: seed of the patch sampling, degradations and step sizes.
         progress: show a progress bar with the loss and the time left.
@@ -64,6 +76,7 @@ class VolumeAdaptation(ABC):
         seed: int = 0,
         progress: bool = True,
         max_iterations: int | None = None,
+        warmup: float = 0.0,
     ) -> None:
         if not budget_seconds > 0:
             raise ValueError(f"budget_seconds must be > 0, got {budget_seconds}.")
@@ -77,6 +90,9 @@ class VolumeAdaptation(ABC):
         if max_iterations is not None and max_iterations < 1:
             raise ValueError(f"max_iterations must be >= 1 or None, got {max_iterations}.")
         self.max_iterations = max_iterations
+        if not 0.0 <= warmup < 1.0:
+            raise ValueError(f"warmup must be a fraction of the budget in [0, 1), got {warmup}.")
+        self.warmup = float(warmup)
 
     # -- what a modality defines ------------------------------------------------------------------
     @abstractmethod
@@ -95,7 +111,8 @@ class VolumeAdaptation(ABC):
         """What determines the adapted weights besides the input and the starting network (cache key)."""
         return {"type": type(self).__name__, "patch_size": self.patch_size, "batch_size": self.batch_size,
                 "budget_seconds": self.budget_seconds, "learning_rate": self.learning_rate,
-                "dt_range": self.dt_range, "seed": self.seed, "max_iterations": self.max_iterations}
+                "dt_range": self.dt_range, "seed": self.seed, "max_iterations": self.max_iterations,
+                **({"warmup": self.warmup} if self.warmup else {})}  # keys of adaptations cached before it existed
 
     # -- the shared training loop -----------------------------------------------------------------
     def check_size(self, spatial: Sequence[int]) -> None:
@@ -127,8 +144,8 @@ class VolumeAdaptation(ABC):
             done = elapsed / self.budget_seconds
             if self.max_iterations:
                 done = max(done, iterations / self.max_iterations)
-            for group in optimizer.param_groups:  # cosine decay over the budget (time or steps)
-                group["lr"] = self.learning_rate * 0.5 * (1 + math.cos(math.pi * done))
+            for group in optimizer.param_groups:
+                group["lr"] = self.learning_rate * learning_rate_factor(done, self.warmup)
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             loss = objective.loss(core, batch)
             optimizer.zero_grad(set_to_none=True)
