@@ -457,7 +457,7 @@ def _ct_figure(case: Case, shown: dict, mask: np.ndarray, img_dir: Path, quick: 
 
 
 def run_mr(case: Case, methods: Sequence[str], quick: bool, seed: int, time_budget: float, img_dir: Path | None,
-           log=print) -> list[dict]:
+           log=print, levels: Sequence[float] = MR_LEVELS) -> list[dict]:
     import torch
 
     from monai_flow.physics import noncentral_chi_noise
@@ -466,7 +466,7 @@ def run_mr(case: Case, methods: Sequence[str], quick: bool, seed: int, time_budg
     ref = case.image
     mask = foreground_mask(ref)
     rows, shown = [], {}
-    for level in MR_LEVELS:
+    for level in levels:
         std = level * float(ref.max())
         noisy = noncentral_chi_noise(torch.from_numpy(ref)[None], std, 1, gen)[0].double().numpy()
         ctx = Context("MR", case.name, f"std {100 * level:g}%", tuple(case.spacing), std, None, time_budget, seed)
@@ -478,7 +478,7 @@ def run_mr(case: Case, methods: Sequence[str], quick: bool, seed: int, time_budg
             rows.append(row)
             shown[(level, m.name)] = out
             log(f"    {ctx.level} {m.name:9s} PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, {secs:.1f} s")
-    if img_dir is not None:
+    if img_dir is not None and {MR_LEVELS[1], MR_LEVELS[2]} <= set(levels):  # the figure shows these two
         k = ref.shape[2] // 2 if ref.ndim == 3 else None
         sl = (lambda a: a[..., k]) if k is not None else (lambda a: a)
         names = _figure_methods(shown, MR_LEVELS[1], ("noisy", "bm4d", "bm3d"), ("nlm",))
@@ -521,12 +521,12 @@ def load_plugin(path: str) -> None:
 def run(quick: bool = False, methods: Sequence[str] | None = None, out: str | os.PathLike = ROOT / "docs",
         modalities: Sequence[str] = ("CT", "MR"), seed: int = 0, time_budget: float = 600.0, figures: bool = True,
         log=print, ct_reference_noise: float | None = None, case_names: Sequence[str] | None = None,
-        tag: str = "") -> list[dict]:
+        tag: str = "", mr_levels: Sequence[float] | None = None) -> list[dict]:
     """Run the benchmark; write tables (and figures) under ``out``; return the result rows.
 
     ``ct_reference_noise``: the full-dose noise (HU) the CT photon count is calibrated to (default: the
     noise each real slice shows, at least 3 HU); ``case_names``: run only these cases; ``tag``: added to
-    the output file names."""
+    the output file names; ``mr_levels``: MR noise levels (fractions of the maximum; default ``MR_LEVELS``)."""
     methods = list(methods or REGISTRY)
     unknown = [m for m in methods if m not in REGISTRY]
     if unknown:
@@ -546,7 +546,8 @@ def run(quick: bool = False, methods: Sequence[str] | None = None, out: str | os
         if case.modality == "CT":
             rows += run_ct(case, methods, quick, seed, time_budget, img_dir if figures else None, log, ct_reference_noise)
         else:
-            rows += run_mr(case, methods, quick, seed, time_budget, img_dir if figures else None, log)
+            rows += run_mr(case, methods, quick, seed, time_budget, img_dir if figures else None, log,
+                           tuple(mr_levels or MR_LEVELS))
     import torch
 
     env = (f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); "
@@ -586,11 +587,13 @@ def main(argv=None) -> list[dict]:
                         help="calibrate the CT photon count to this full-dose noise (default: each slice's own noise)")
     parser.add_argument("--cases", nargs="+", help="only the cases whose names start with these (e.g. 693_J2KI MNI152)")
     parser.add_argument("--tag", default="", help="suffix of the output files")
+    parser.add_argument("--mr-levels", type=float, nargs="+", metavar="FRACTION",
+                        help=f"MR Rician noise std as fractions of the maximum (default {' '.join(map(str, MR_LEVELS))})")
     args = parser.parse_args(argv)
     for p in args.plugin:
         load_plugin(p)
     return run(args.quick, args.methods, args.out, args.modalities, args.seed, args.time_budget, args.figures,
-               ct_reference_noise=args.ct_reference_noise, case_names=args.cases, tag=args.tag)
+               ct_reference_noise=args.ct_reference_noise, case_names=args.cases, tag=args.tag, mr_levels=args.mr_levels)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@
   bf16); ``mr_main_before``: ``mr_denoise``'s inference settings before the speed work of issue 15.
 - ``ct_adapt`` / ``mr_adapt``: ``monai-flow denoise --adapt`` (the bundle's ``adapt.json``): that model
   fine-tuned on the input itself for the case's time budget, then the bundle's inferer.
-- ``ct_main_flips`` / ``ct_adapt_flips`` (and ``mr_``): the same, averaged over the input's mirror images
-  (:class:`~monai_flow.inferers.FlipEnsembleInferer`); the adapted weights are the cached ones of ``*_adapt``.
+- ``ct_main_flips`` / ``ct_adapt_flips`` / ``ct_adapt_no_flips`` (and ``mr_``): the same with the bundle's
+  ``flip_ensemble`` on (the mean over the input's mirror images, :class:`~monai_flow.inferers.FlipEnsembleInferer`) or
+  off; the adapted weights are the cached ones of ``*_adapt``.
 - ``ct_adapt_scratch`` / ``mr_adapt_scratch``: the same adaptation from an untrained network.
 - ``ct_simsdl`` / ``ct_n2n`` (and ``mr_``): the SimSDL (``D(x) -> x``) and Noise2Noise-style
   (``D(x) -> D'(x)``) baselines with the same network, degradation, patches and time budget, from an untrained
@@ -33,11 +34,13 @@ from monai_flow.adaptation import AdaptationCache, AdaptiveInferer, CTAdaptation
 from monai_flow.bundle import Bundle
 from monai_flow.checkpoints import load_network_weights, unwrap_network
 from monai_flow.flows import CumulativeVelocityFlow
-from monai_flow.inferers import FlipEnsembleInferer, RestorationInferer
+from monai_flow.inferers import RestorationInferer
 from monai_flow.transforms import NoiseBasisDegradation
 
 ROOT = Path(__file__).resolve().parent.parent
-_CACHE = AdaptationCache(tempfile.mkdtemp(prefix="monai-flow-bench-cache-"))  # no reuse between methods or runs
+# adapted weights are reused between methods of one run that adapt alike (``*_flips``, ``*_schedule``), never
+# between runs unless $MONAI_FLOW_BENCH_CACHE names a folder (then the adaptation times are those of cache hits)
+_CACHE = AdaptationCache(os.environ.get("MONAI_FLOW_BENCH_CACHE") or tempfile.mkdtemp(prefix="monai-flow-bench-cache-"))
 
 
 class _Pairs(CumulativeVelocityFlow):
@@ -112,28 +115,24 @@ def _run(bundle: Bundle, network, inferer, x: np.ndarray, ctx) -> np.ndarray:
         return inferer(volume, network).detach().cpu().numpy()[0, 0] * scale
 
 
-def _flips(name: str, inferer):
-    """Mirror every in-plane axis of a CT slice network, every axis of an MR volume network."""
-    return FlipEnsembleInferer(inferer, (0, 1) if name == "ct_denoise" else (0, 1, 2))
-
-
-def _main(name: str, dt_schedule=None, flips: bool = False, **overrides):
+def _main(name: str, dt_schedule=None, **overrides):
     def method(x, ctx):
         bundle = _bundle(name, adapt=False)
         if dt_schedule is not None:
             bundle.set("dt_schedule", dt_schedule)
         for key, value in overrides.items():
             bundle.set(key, value)
-        inferer = bundle.get("inferer")
-        return _run(bundle, _network(bundle, True), _flips(name, inferer) if flips else inferer, x, ctx)
+        return _run(bundle, _network(bundle, True), bundle.get("inferer"), x, ctx)
     return method
 
 
-def _adapt(name: str, trained: bool, baseline: str | None = None, flips: bool = False):
+def _adapt(name: str, trained: bool, baseline: str | None = None, **overrides):
     def method(x, ctx):
         bundle = _bundle(name, adapt=True, budget=ctx.time_budget_s)
+        for key, value in overrides.items():
+            bundle.set(key, value)
         adaptation = bundle.get("adaptation")
-        inner = bundle.get("denoising_inferer")
+        inner = bundle.get("ensemble_inferer")  # the denoising inferer, over mirror images if flip_ensemble
         if baseline is not None:
             adaptation.__class__ = _baseline(type(adaptation), baseline)
             inner = RestorationInferer(num_steps=1, target="direct")
@@ -142,8 +141,6 @@ def _adapt(name: str, trained: bool, baseline: str | None = None, flips: bool = 
 
                 sw = bundle.get("denoising_inferer")
                 inner = SlidingWindowFlowInferer(inner, sw.roi_size, sw.sw_batch_size, sw.overlap, mode="gaussian")
-        if flips:  # inside the adaptation: the adapted weights are those of the run without flips (cached)
-            inner = _flips(name, inner)
         meta = (lambda v: {"spacing": (ctx.spacing[1], ctx.spacing[0])}) if name == "ct_denoise" else (lambda v: {})
         inferer = AdaptiveInferer(inner, adaptation, cache=_CACHE, meta_reader=meta)
         out = _run(bundle, _network(bundle, trained), inferer, x, ctx)
@@ -156,9 +153,25 @@ METHODS = {
     "ct_main": _main("ct_denoise"),
     "ct_main_fixed": _main("ct_denoise", [0.5, 0.3, 0.2]),  # the bundle's former fixed schedule
     "ct_main_fp32": _main("ct_denoise", amp=None),  # the defaults on a CPU without native bf16
-    "ct_main_flips": _main("ct_denoise", flips=True),
+    "ct_main_flips": _main("ct_denoise", flip_ensemble=True),
     "ct_adapt": _adapt("ct_denoise", True),
-    "ct_adapt_flips": _adapt("ct_denoise", True, flips=True),
+    # flip_ensemble forced on / off; the adapted weights are the cached ones of ct_adapt (same adaptation)
+    "ct_adapt_flips": _adapt("ct_denoise", True, flip_ensemble=True),
+    "ct_adapt_no_flips": _adapt("ct_denoise", True, flip_ensemble=False),
+    # the same adapted weights (cached) with a schedule that removes more / less than adapt.json's [0.5, 0.3, 0.2],
+    # or that removes what each input needs to reach 15 / 20 HU (``auto``)
+    "ct_adapt_schedule_1.4": _adapt("ct_denoise", True, dt_schedule=[0.6, 0.4, 0.25, 0.15]),
+    "ct_adapt_schedule_1.2": _adapt("ct_denoise", True, dt_schedule=[0.5, 0.4, 0.3]),
+    "ct_adapt_schedule_0.8": _adapt("ct_denoise", True, dt_schedule=[0.4, 0.25, 0.15]),
+    "ct_adapt_auto_15": _adapt("ct_denoise", True, dt_schedule="auto", target_std_hu=15.0),
+    "ct_adapt_auto_20": _adapt("ct_denoise", True, dt_schedule="auto", target_std_hu=20.0),
+    # these adapt again: a lower peak learning rate, a linear warm-up over the first 10 % of the budget
+    "ct_adapt_lr_1e-4": _adapt("ct_denoise", True, adapt_learning_rate=1e-4),
+    "ct_adapt_warmup": _adapt("ct_denoise", True, adapt_warmup=0.1),
+    "ct_adapt_warmup_lr_1e-4": _adapt("ct_denoise", True, adapt_warmup=0.1, adapt_learning_rate=1e-4),
+    "mr_adapt_warmup": _adapt("mr_denoise", True, adapt_warmup=0.1),
+    # a control: an adaptation that cannot move the weights must give ct_main_fixed (adapt.json's schedule)
+    "ct_adapt_lr_0": _adapt("ct_denoise", True, adapt_learning_rate=1e-12),
     "ct_adapt_scratch": _adapt("ct_denoise", False),
     "ct_simsdl": _adapt("ct_denoise", False, "simsdl"),
     "ct_n2n": _adapt("ct_denoise", False, "n2n"),
@@ -167,9 +180,10 @@ METHODS = {
     # inference.json before issue 15's speed work: 32^3 windows, overlap 0.25, float32, steps 0.05 .. 0.5
     "mr_main_before": _main("mr_denoise", amp=None, roi_size=[32, 32, 32], overlap=0.25, sw_batch_size=4,
                             max_dt=0.5, min_dt=0.05),
-    "mr_main_flips": _main("mr_denoise", flips=True),
+    "mr_main_flips": _main("mr_denoise", flip_ensemble=True),
     "mr_adapt": _adapt("mr_denoise", True),
-    "mr_adapt_flips": _adapt("mr_denoise", True, flips=True),
+    "mr_adapt_flips": _adapt("mr_denoise", True, flip_ensemble=True),
+    "mr_adapt_no_flips": _adapt("mr_denoise", True, flip_ensemble=False),
     "mr_adapt_scratch": _adapt("mr_denoise", False),
     "mr_simsdl": _adapt("mr_denoise", False, "simsdl"),
     "mr_n2n": _adapt("mr_denoise", False, "n2n"),
@@ -182,6 +196,7 @@ LABELS = {
     "mr_main_before": "main model, inference settings before the speed work",
     "ct_main_flips": "main model, mean over 4 mirror images", "mr_main_flips": "main model, mean over 8 mirror images",
     "ct_adapt_flips": "--adapt, mean over 4 mirror images", "mr_adapt_flips": "--adapt, mean over 8 mirror images",
+    "ct_adapt_no_flips": "--adapt, no mirror images", "mr_adapt_no_flips": "--adapt, no mirror images",
     "ct_adapt": "ct_denoise --adapt", "ct_adapt_scratch": "--adapt from scratch",
     "ct_simsdl": "SimSDL, adapted", "ct_n2n": "Noise2Noise-style, adapted",
     "mr_main": "mr_denoise main-job model", "mr_adapt": "mr_denoise --adapt", "mr_adapt_scratch": "--adapt from scratch",
