@@ -87,7 +87,7 @@ def add_parser(subparsers, parents) -> None:
                        help="average the outputs over the input's mirror images (ct_denoise: 4 in-plane, mr_denoise: 8; "
                             "that many times the inference time; on real CT slices +0.15 to +0.3 dB for the main model, "
                             "+0.3 to +0.7 dB adapted; default: the bundle's "
-                            "flip_ensemble, on with --adapt for ct_denoise)")
+                            "flip_ensemble: off)")
     speed.add_argument("--threads", type=positive_int, metavar="N",
                        help="CPU threads of this process (torch.set_num_threads; default: torch's, the CPU count)")
     speed.add_argument("--skip-existing", action="store_true",
