@@ -48,7 +48,7 @@ def test_amp_setting_names_a_dtype(value, expected):
     ("fpu sse2 avx2 avx512f avx512bw", None),  # AVX-512 without BF16: bf16 would be emulated, slower
     ("fpu sse2 avx2 avx512f avx512_bf16", torch.bfloat16),
     ("fpu sse2 avx2 amx_tile amx_bf16", torch.bfloat16),
-    ("", None),  # no /proc/cpuinfo (macOS, Windows): full precision
+    ("", None),  # no bf16 feature (or a torch that cannot tell): full precision
 ])
 def test_auto_amp_is_bf16_only_where_the_cpu_computes_it(monkeypatch, flags, expected):
     import monai_flow.networks.precision as precision

@@ -45,15 +45,11 @@ _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def _cpu_flags() -> set[str]:
-    """The CPU feature flags the OS reports (Linux ``/proc/cpuinfo``; empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    """Which of :data:`_CPU_BF16_FLAGS` this CPU has, from the cpuinfo library torch ships (any OS);
+    AMX tiles always come with AMX-BF16. A torch without these queries reports none (full precision)."""
+    checks = {"avx512_bf16": getattr(torch.cpu, "_is_avx512_bf16_supported", None),
+              "amx_bf16": getattr(torch.cpu, "_is_amx_tile_supported", None)}
+    return {name for name, check in checks.items() if check is not None and check()}
 
 
 @functools.lru_cache(maxsize=None)
@@ -72,8 +68,8 @@ def _native_bf16(kind: str, index: int | None) -> bool:
 
 def native_bf16(device: torch.device | str | torch.Tensor | None = None) -> bool:
     """Whether ``device`` computes bfloat16 natively, so that bf16 autocast is faster than float32: a
-    CUDA GPU with bf16 (Ampere and later), or a CPU with AVX512-BF16 or AMX-BF16 instructions (Linux:
-    read from ``/proc/cpuinfo``; other systems: False). Without them bf16 is emulated and slower."""
+    CUDA GPU with bf16 (Ampere and later), or a CPU with AVX512-BF16 or AMX-BF16 instructions (torch's
+    cpuinfo). Without them bf16 is emulated and slower."""
     if isinstance(device, torch.Tensor):
         device = device.device
     device = torch.device("cpu" if device is None else device)
