@@ -180,8 +180,9 @@ def preset(name: str, parser, quick: bool) -> tuple[int, int]:
     return batch, side
 
 
-def train_step_rate(net, inputs: dict, amp, device, iterations: int, compile_net: bool) -> tuple[float, float]:
-    """(iterations / s, seconds spent in the first (compiling) iterations)."""
+def train_step_rate(net, inputs: dict, amp, device, iterations: int, compile_net: bool,
+                    warmup: int = 3) -> tuple[float, float]:
+    """(iterations / s, seconds spent in the first ``warmup`` (compiling) iterations)."""
     from monai_flow.networks.precision import AutocastNetwork
 
     net = net.to(device).train()
@@ -200,7 +201,7 @@ def train_step_rate(net, inputs: dict, amp, device, iterations: int, compile_net
         opt.step()
 
     t0 = time.perf_counter()
-    for _ in range(3):
+    for _ in range(warmup):
         step()
     sync(device)
     warm = time.perf_counter() - t0
@@ -217,7 +218,7 @@ def section_training(suite: Suite, lines: list[str]) -> None:
     args, device = suite.args, suite.device
     lines += ["One iteration: forward, MSE, backward, AdamW step of the preset's network on its patch batch "
               "(data pipeline excluded).", "",
-              "| bundle | patches x size | amp | compile | it / s | patches / s | first 3 iterations (s) |",
+              f"| bundle | patches x size | amp | compile | it / s | patches / s | first {1 if args.quick else 3} iterations (s) |",
               "|---|---|---|---|---|---|---|"]
     for name in BUNDLE_NAMES:
         parser = parse(name, ["train.json", "train_gpu.json"], device)
@@ -234,7 +235,8 @@ def section_training(suite: Suite, lines: list[str]) -> None:
                 break
             net = randomize(parser.get_parsed_content("network_def", instantiate=True))
             inputs = network_example_inputs(net, batch=batch, size=side)
-            rate, warm = train_step_rate(net, inputs, amp, device, 3 if args.quick else 20, compile_net)
+            rate, warm = train_step_rate(net, inputs, amp, device, 1 if args.quick else 20, compile_net,
+                                         warmup=1 if args.quick else 3)
             dims = "^3" if net.spatial_dims == 3 else "^2"
             lines.append(f"| {name} | {batch} x {side}{dims} | {amp} | {compile_net} | {rate:.2f} | {rate * batch:.1f} | "
                          f"{warm:.1f} |")

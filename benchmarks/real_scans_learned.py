@@ -181,7 +181,12 @@ METHODS = {
     "mr_main_before": _main("mr_denoise", amp=None, roi_size=[32, 32, 32], overlap=0.25, sw_batch_size=4,
                             max_dt=0.5, min_dt=0.05),
     "mr_main_flips": _main("mr_denoise", flip_ensemble=True),
+    # the auto schedule asked for less residual noise (inference.json: target_std 0.004 of the 99th percentile)
+    "mr_main_target_0.002": _main("mr_denoise", target_std=0.002),
+    "mr_main_target_0.001": _main("mr_denoise", target_std=0.001),
     "mr_adapt": _adapt("mr_denoise", True),
+    "mr_adapt_target_0.002": _adapt("mr_denoise", True, target_std=0.002),  # mr_adapt's cached weights
+    "mr_adapt_target_0.001": _adapt("mr_denoise", True, target_std=0.001),
     "mr_adapt_flips": _adapt("mr_denoise", True, flip_ensemble=True),
     "mr_adapt_no_flips": _adapt("mr_denoise", True, flip_ensemble=False),
     "mr_adapt_scratch": _adapt("mr_denoise", False),

@@ -54,7 +54,8 @@ class VolumeAdaptation(ABC):
     Args:
         patch_size: training patch size (spatial, per axis; 2D for slice networks).
         batch_size: patches per step.
-        budget_seconds: wall-clock budget of the training loop.
+        budget_seconds: wall-clock budget of the adaptation: the preparation (e.g. the projection-domain
+            set-up of a CT volume) and the training loop.
         learning_rate: AdamW peak learning rate.
         warmup: fraction of the budget (time, or ``max_iterations``) over which the learning rate rises
             linearly from 0 to ``learning_rate``.
@@ -128,13 +129,13 @@ class VolumeAdaptation(ABC):
         and what was done. ``volume``: (1, C, *spatial) in network units."""
         if volume.ndim < 4 or volume.shape[0] != 1:
             raise AdaptationError(f"adaptation takes one volume (1, C, *spatial), got shape {tuple(volume.shape)}.")
+        start, smoothed, iterations = time.perf_counter(), None, 0  # the budget covers the preparation too
         core = copy.deepcopy(unwrap_network(network)).train()
         device = next(core.parameters()).device
         generator = torch.Generator().manual_seed(self.seed)
         prepared = self.prepare(volume.detach().float().cpu(), meta)
         objective = self.objective().set_random_state(self.seed)
         optimizer = torch.optim.AdamW(core.parameters(), lr=self.learning_rate, weight_decay=1e-4)
-        start, smoothed, iterations = time.perf_counter(), None, 0
         bar = tqdm(total=round(self.budget_seconds), unit="s", desc="adapting", disable=not self.progress, mininterval=1.0,
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s, {remaining} left{postfix}")
         for batch in self.batches(prepared, generator):
