@@ -76,7 +76,8 @@ def add_parser(subparsers, parents) -> None:
                             "from the bundle's weights when it has them; adapted weights are cached by the input's "
                             "content (see 'monai-flow cache')")
     adapt.add_argument("--adapt-budget", type=positive_float, metavar="SECONDS",
-                       help="training time per input (default: the bundle's adapt.json: ct_denoise 220 s, mr_denoise 240 s)")
+                       help="adaptation time per input, preparation and training (default: the bundle's adapt.json: "
+                            "ct_denoise 220 s, mr_denoise 240 s)")
     adapt.add_argument("--no-cache", action="store_true", help="neither reuse nor store adapted weights")
     speed = p.add_argument_group("speed")
     speed.add_argument("--amp", choices=("fp32", "bf16", "fp16", "auto"),
