@@ -244,3 +244,19 @@ def test_cli_adapts_caches_and_clears(tmp_path, capsys, monkeypatch, ct_volume):
     assert main(args[:3] + ["--bundle", "ct_restore", "--adapt"]) == 2
     assert "--adapt works with" in capsys.readouterr().err
     assert main(args[:-3] + ["--no-cache"]) == 2  # --no-cache without --adapt
+
+
+def test_the_budget_covers_the_preparation(ct_volume):
+    """A preparation that outlasts the budget leaves no time to train: the budget is the adaptation's, not the loop's."""
+    import time
+
+    class SlowPreparation(CTAdaptation):
+        def prepare(self, volume, meta=None):
+            time.sleep(0.6)
+            return super().prepare(volume, meta)
+
+    slow = SlowPreparation(CTDegradation(spacing=SPACING, num_views=180), patch_size=(32, 32), batch_size=4,
+                           budget_seconds=0.5, realizations=2, progress=False)
+    with pytest.warns(UserWarning, match="spent before the first training step"):
+        _, result = slow(SliceWise(tiny_net()), ct_volume, {"spacing": SPACING})
+    assert result["iterations"] == 0 and result["seconds"] >= 0.6

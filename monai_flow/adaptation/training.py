@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -159,6 +160,10 @@ class VolumeAdaptation(ABC):
             bar.set_postfix_str(f"loss {smoothed:.4g}, {iterations} it", refresh=False)
             bar.update(min(round(time.perf_counter() - start), bar.total) - bar.n)
         bar.close()
+        if iterations == 0:
+            warnings.warn(f"the adaptation budget of {self.budget_seconds:g} s was spent before the first training step "
+                          f"({time.perf_counter() - start:.1f} s): the network is not adapted; give a larger budget.",
+                          stacklevel=2)
         result = AdaptationResult(iterations=iterations, seconds=round(time.perf_counter() - start, 1),
                                   loss=smoothed, noise=getattr(prepared, "noise", None))
         return core.eval(), result
