@@ -218,7 +218,7 @@ def section_training(suite: Suite, lines: list[str]) -> None:
     args, device = suite.args, suite.device
     lines += ["One iteration: forward, MSE, backward, AdamW step of the preset's network on its patch batch "
               "(data pipeline excluded).", "",
-              f"| bundle | patches x size | amp | compile | it / s | patches / s | first {1 if args.quick else 3} iterations (s) |",
+              f"| bundle | patches x size | amp | compile | it / s | patches / s | warm-up: first {1 if args.quick else 3} iteration(s), s |",
               "|---|---|---|---|---|---|---|"]
     for name in BUNDLE_NAMES:
         parser = parse(name, ["train.json", "train_gpu.json"], device)

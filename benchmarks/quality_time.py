@@ -7,10 +7,11 @@ output's noise std is measured where the noise is removable, in flat soft tissue
 structure and any bias cancel). The table gives it against the target.
 
     python benchmarks/quality_time.py --bundle-root /path/to/trained/ct_denoise --targets 8 12 16
-    python benchmarks/quality_time.py --bundle-root ... --per-step 0.2 --steps 8   # where it drifts
+    python benchmarks/quality_time.py --bundle-root ... --per-step 0.2 --steps 8 --slices 4   # where it drifts
 
 ``--per-step DT`` instead takes ``--steps`` fixed steps of DT and gives the measured noise after each
-against the calibrated prediction ``input noise x e^{-tau}`` (``docs/results/quality_time_steps.md``).
+against the calibrated prediction ``input noise x e^{-tau}`` (``docs/results/quality_time_steps.md`` holds
+two such runs, steps of 0.2 and of 0.6, one after the other: give the second its own ``--out``).
 
 The bundle folder must hold a trained ``models/model.pt`` and its demo data (``demo/``, written by
 the main job). Results: ``docs/results/quality_time.md``.
@@ -48,6 +49,8 @@ def main(argv=None) -> int:
     parser.add_argument("--slices", type=int, default=None, help="only the first N slices of each volume")
     parser.add_argument("--out", default=None, help="default: docs/results/quality_time.md (quality_time_steps.md)")
     args = parser.parse_args(argv)
+    if args.per_step is not None and not args.per_step > 0:
+        parser.error(f"--per-step must be a step size > 0, got {args.per_step}")
     name = "quality_time_steps.md" if args.per_step else "quality_time.md"
     args.out = args.out or str(ROOT / "docs" / "results" / name)
 

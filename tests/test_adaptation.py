@@ -148,7 +148,7 @@ def test_warmup_holds_back_the_first_updates_and_keys_the_cache(ct_volume):
 def test_adaptive_inferer_reuses_cached_weights_and_leaves_the_network_alone(ct_volume, tmp_path):
     net = SliceWise(tiny_net())
     start = {k: v.clone() for k, v in net.state_dict().items()}
-    inferer = AdaptiveInferer(RelativeFlowInferer((0.3,)), ct_adaptation(budget_seconds=1.0),
+    inferer = AdaptiveInferer(RelativeFlowInferer((0.3,)), ct_adaptation(budget_seconds=3.0),
                               cache=AdaptationCache(tmp_path), meta_reader=lambda x: {"spacing": SPACING})
     with torch.no_grad():
         first = inferer(ct_volume, net)
@@ -218,7 +218,7 @@ def test_cli_adapts_caches_and_clears(tmp_path, capsys, monkeypatch, ct_volume):
     image = tmp_path / "scan.nii.gz"
     nib.save(nib.Nifti1Image(hu.astype(np.float32), np.diag([2.0, 2.0, 3.0, 1.0])), image)
     args = ["denoise", str(image), str(tmp_path / "out"), "--bundle", "ct_denoise", "--bundle-root", str(root),
-            "--adapt", "--adapt-budget", "1"]
+            "--adapt", "--adapt-budget", "3"]
     overrides = {"adapt_patch_size": [32, 32], "adapt_batch_size": 2}
     from monai_flow.bundle import Bundle
 
@@ -246,17 +246,38 @@ def test_cli_adapts_caches_and_clears(tmp_path, capsys, monkeypatch, ct_volume):
     assert main(args[:-3] + ["--no-cache"]) == 2  # --no-cache without --adapt
 
 
+
+class SlowPreparation(CTAdaptation):
+    """A CT adaptation whose preparation takes ``delay`` seconds longer."""
+
+    delay = 0.6
+
+    def prepare(self, volume, meta=None):
+        import time
+
+        time.sleep(self.delay)
+        return super().prepare(volume, meta)
+
+
 def test_the_budget_covers_the_preparation(ct_volume):
-    """A preparation that outlasts the budget leaves no time to train: the budget is the adaptation's, not the loop's."""
-    import time
-
-    class SlowPreparation(CTAdaptation):
-        def prepare(self, volume, meta=None):
-            time.sleep(0.6)
-            return super().prepare(volume, meta)
-
+    """A preparation that outlasts the budget leaves no time to train: a clear error, not an unadapted network."""
     slow = SlowPreparation(CTDegradation(spacing=SPACING, num_views=180), patch_size=(32, 32), batch_size=4,
                            budget_seconds=0.5, realizations=2, progress=False)
-    with pytest.warns(UserWarning, match="spent before the first training step"):
-        _, result = slow(SliceWise(tiny_net()), ct_volume, {"spacing": SPACING})
-    assert result["iterations"] == 0 and result["seconds"] >= 0.6
+    with pytest.raises(AdaptationError, match="budget of 0.5 s was spent before the first training step"):
+        slow(SliceWise(tiny_net()), ct_volume, {"spacing": SPACING})
+
+
+def test_the_warmup_starts_when_training_starts(ct_volume):
+    """The preparation takes about 15 % of the budget: the warm-up over 95 % of the training time must still begin
+    at a learning rate of about 0 (timed from the budget's start, the first step would run at about 15 % of the peak)."""
+    net = SliceWise(tiny_net())
+    slow = SlowPreparation(CTDegradation(spacing=SPACING, num_views=180), patch_size=(32, 32), batch_size=4,
+                           budget_seconds=30.0, realizations=2, progress=False, max_iterations=1,
+                           learning_rate=1e-2, warmup=0.95)
+    slow.delay = 4.0
+    core, result = slow(net, ct_volume, {"spacing": SPACING})
+    start = net.network.state_dict()
+    change = max(float((v - start[k]).abs().max()) for k, v in core.state_dict().items() if v.is_floating_point())
+    # Adam's first step moves weights by about the learning rate: 1.5e-3 at 15 % of the peak, below 4e-4 when the
+    # warm-up starts with the training (even if the first batch took a second)
+    assert result["iterations"] == 1 and change < 8e-4

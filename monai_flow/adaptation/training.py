@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -56,9 +55,10 @@ class VolumeAdaptation(ABC):
         patch_size: training patch size (spatial, per axis; 2D for slice networks).
         batch_size: patches per step.
         budget_seconds: wall-clock budget of the adaptation: the preparation (e.g. the projection-domain
-            set-up of a CT volume) and the training loop.
+            set-up of a CT volume) and the training loop; the learning-rate schedule spans the time the
+            preparation leaves. A budget that the preparation uses up raises :class:`AdaptationError`.
         learning_rate: AdamW peak learning rate.
-        warmup: fraction of the budget (time, or ``max_iterations``) over which the learning rate rises
+        warmup: fraction of the training time (or of ``max_iterations``) over which the learning rate rises
             linearly from 0 to ``learning_rate``.
         dt_range: (min, max) quality-time steps to train (should cover the inference schedule).
         seed: seed of the patch sampling, degradations and step sizes.
@@ -137,13 +137,15 @@ class VolumeAdaptation(ABC):
         prepared = self.prepare(volume.detach().float().cpu(), meta)
         objective = self.objective().set_random_state(self.seed)
         optimizer = torch.optim.AdamW(core.parameters(), lr=self.learning_rate, weight_decay=1e-4)
+        training_start = time.perf_counter()  # the learning-rate schedule spans what the preparation left
+        training_budget = self.budget_seconds - (training_start - start)
         bar = tqdm(total=round(self.budget_seconds), unit="s", desc="adapting", disable=not self.progress, mininterval=1.0,
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s, {remaining} left{postfix}")
         for batch in self.batches(prepared, generator):
             elapsed = time.perf_counter() - start
             if elapsed >= self.budget_seconds or iterations == self.max_iterations:
                 break
-            done = elapsed / self.budget_seconds
+            done = min(1.0, (time.perf_counter() - training_start) / training_budget)
             if self.max_iterations:
                 done = max(done, iterations / self.max_iterations)
             for group in optimizer.param_groups:
@@ -161,9 +163,9 @@ class VolumeAdaptation(ABC):
             bar.update(min(round(time.perf_counter() - start), bar.total) - bar.n)
         bar.close()
         if iterations == 0:
-            warnings.warn(f"the adaptation budget of {self.budget_seconds:g} s was spent before the first training step "
-                          f"({time.perf_counter() - start:.1f} s): the network is not adapted; give a larger budget.",
-                          stacklevel=2)
+            raise AdaptationError(f"the adaptation budget of {self.budget_seconds:g} s was spent before the first training "
+                                  f"step ({time.perf_counter() - start:.1f} s, preparing the input): nothing was adapted; "
+                                  "give a larger budget.")
         result = AdaptationResult(iterations=iterations, seconds=round(time.perf_counter() - start, 1),
                                   loss=smoothed, noise=getattr(prepared, "noise", None))
         return core.eval(), result

@@ -229,8 +229,9 @@ def describe_adaptation(result: dict) -> str:
         return f"adapted weights reused from the cache (key {result['key'][:12]})"
     noise = result.get("noise") or {}
     source = noise.get("i0_source") or noise.get("noise_source")
+    loss = result.get("loss")
     return (f"adapted in {result.get('seconds')} s ({result.get('iterations')} iterations, final loss "
-            f"{result.get('loss', float('nan')):.4g}" + (f", noise level from {source})" if source else ")"))
+            f"{'n/a' if loss is None else format(loss, '.4g')}" + (f", noise level from {source})" if source else ")"))
 
 
 def denoise_items(denoiser: VolumeDenoiser, items: list[dict], out: OutputFolder, dicom: bool, overwrite: bool,
