@@ -1,7 +1,7 @@
 """One-command GPU measurement of monai-flow (issue 15), written to ``docs/benchmarks_gpu.md``.
 
     python benchmarks/gpu_suite.py                       # on one GPU: about 5-8 minutes
-    python benchmarks/gpu_suite.py --quick --device cpu  # tiny sizes on the CPU (tested; ~1 minute)
+    python benchmarks/gpu_suite.py --quick --device cpu  # tiny sizes on the CPU (tested; under half a minute)
 
 Side by side, in one run, on one device (its name is written with the results):
 
@@ -176,7 +176,7 @@ def preset(name: str, parser, quick: bool) -> tuple[int, int]:
     else:
         batch = int(parser["batch_size"])
     if quick:
-        return 2, 16 if len(size) == 3 else 32
+        return 2, 8 if len(size) == 3 else 32
     return batch, side
 
 
@@ -284,7 +284,7 @@ def section_sliding(suite: Suite, lines: list[str]) -> None:
     from monai_flow.inferers import RelativeFlowInferer, SlidingWindowFlowInferer
 
     args, device = suite.args, suite.device
-    size, k = (32, 2) if args.quick else (256, 4)
+    size, k = (16, 2) if args.quick else (256, 4)
     parser = parse("mr_denoise", ["inference.json"], device)
     roi = [min(int(r), size) for r in parser["roi_size"]]
     overlap, sw_batch = float(parser["overlap"]), int(parser["sw_batch_size"])

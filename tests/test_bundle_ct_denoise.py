@@ -1,18 +1,19 @@
 """The ct_denoise bundle end to end on its demo data: train, infer (NIfTI and DICOM out), evaluate.
 
-The bundle is copied into a temporary folder so that tests never write into the repository.
+The bundle is copied into a temporary folder so that tests never write into the repository. The runs are
+in process (``monai.bundle.run``, as ``python -m monai.bundle run`` calls it): ``tests/test_resume.py``
+runs the same bundle as a separate ``python -m monai.bundle run`` command.
 """
 
 import csv
-import os
+import logging
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from bundle_helpers import run_bundle as run_in_process
 from monai.transforms import LoadImage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,27 +21,23 @@ REPO = Path(__file__).resolve().parent.parent
 
 # a smaller demo (2 training, 2 testing volumes of 64 x 64 x 6) for every run (inference on demo/images
 # would otherwise ask for the default demo size and rebuild it); training on 32^2 patches, 60 views
-DEMO = ("--demo#num_images", "4", "--demo#image_size", "64")
-TRAIN = ("--patches_per_volume", "2", "--patch_size", "[32, 32]", "--num_views", "60", "--noise_realizations", "1")
+DEMO = {"demo#num_images": 4, "demo#image_size": 64}
+TRAIN = {"patches_per_volume": 2, "patch_size": [32, 32], "num_views": 60, "noise_realizations": 1}
 
 
-def run_bundle(config: str, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, *DEMO, *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+def run_bundle(root: Path, config, **overrides) -> None:
+    run_in_process(root, config, **DEMO, **overrides)
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundles") / "ct_denoise"
     shutil.copytree(REPO / "bundles" / "ct_denoise", root, ignore=shutil.ignore_patterns("demo", "models", "eval", "output"))
-    run_bundle(str(root / "configs" / "train.json"), "--max_epochs", "2", "--val_interval", "1", *TRAIN)
+    run_bundle(root, "train.json", max_epochs=2, val_interval=1, **TRAIN)
     return root
 
 
-def test_training_writes_model_and_resumable_checkpoint(bundle):
+def test_training_writes_model_and_resumable_checkpoint(bundle, caplog):
     assert (bundle / "models" / "model.pt").is_file()
     ckpt = torch.load(bundle / "models" / "checkpoint_epoch=2.pt", weights_only=True)
     assert {"model", "optimizer", "objective", "trainer"} <= set(ckpt)
@@ -48,17 +45,15 @@ def test_training_writes_model_and_resumable_checkpoint(bundle):
     # demo: noisy references for training, clean phantoms apart for evaluation only
     assert (bundle / "demo" / "reference").is_dir()
     # resume: the same command with more epochs continues from epoch 2
-    out = run_bundle(str(bundle / "configs" / "train.json"), "--max_epochs", "3", "--val_interval", "5", *TRAIN)
-    assert "Epoch: 3/3" in out.stdout + out.stderr and "Epoch: 1/3" not in out.stdout + out.stderr
+    with caplog.at_level(logging.INFO):
+        run_bundle(bundle, "train.json", max_epochs=3, val_interval=5, **TRAIN)
+    assert "Epoch: 3/3" in caplog.text and "Epoch: 1/3" not in caplog.text
 
 
 def test_inference_on_a_dicom_series_writes_nifti_and_dicom_with_the_input_geometry(bundle, tmp_path):
     series = sorted(p for p in (bundle / "demo" / "images").iterdir() if p.is_dir())[0]
     out_dir = tmp_path / "out"
-    run_bundle(
-        str(bundle / "configs" / "inference.json"), "--input_path", str(series), "--output_dir", str(out_dir),
-        "--save_dicom", "true", "--dt_schedule", "[0.2]",
-    )
+    run_bundle(bundle, "inference.json", input_path=str(series), output_dir=str(out_dir), save_dicom=True, dt_schedule=[0.2])
     source = LoadImage(reader="ITKReader", image_only=True)(str(series))
     nifti = LoadImage(image_only=True)(str(next(out_dir.glob("*_denoised.nii.gz"))))
     assert nifti.shape == source.shape
@@ -80,19 +75,16 @@ def test_inference_on_a_dicom_series_writes_nifti_and_dicom_with_the_input_geome
 
 def test_inference_by_sliding_window_on_a_nifti_file(bundle, tmp_path):
     nifti = sorted((bundle / "demo" / "images").glob("*.nii.gz"))[0]
-    run_bundle(
-        str(bundle / "configs" / "inference.json"), "--input_path", str(nifti), "--output_dir", str(tmp_path),
-        "--use_sliding_window", "true", "--roi_size", "[64, 64, 1]", "--dt_schedule", "[0.2]",
-    )
+    run_bundle(bundle, "inference.json", input_path=str(nifti), output_dir=str(tmp_path), use_sliding_window=True,
+               roi_size=[64, 64, 1], dt_schedule=[0.2])
     out = LoadImage(image_only=True)(str(next(tmp_path.glob("*_denoised.nii.gz"))))
     src = LoadImage(image_only=True)(str(nifti))
     assert out.shape == src.shape and np.allclose(out.affine, src.affine, atol=1e-4)
 
 
 def test_evaluate_writes_metrics_for_every_level(bundle, tmp_path):
-    configs = repr([str(bundle / "configs" / "train.json"), str(bundle / "configs" / "evaluate.json")])  # the overlay
-    run_bundle(configs, "--output_dir", str(tmp_path), "--doses", "[0.5, 0.1]", "--dt_schedule", "auto", "--target_std_hu", "30.0",
-               "--max_dt", "0.5", "--min_dt", "0.2")  # the adaptive schedule in few steps
+    run_bundle(bundle, ["train.json", "evaluate.json"], output_dir=str(tmp_path), doses=[0.5, 0.1],  # the overlay
+               dt_schedule="auto", target_std_hu=30.0, max_dt=0.5, min_dt=0.2)  # the adaptive schedule in few steps
     with open(tmp_path / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     means = [r for r in rows if r["case"] == "mean"]

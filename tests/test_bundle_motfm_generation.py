@@ -2,7 +2,9 @@
 processes), generate for a mask and a label, evaluate.
 
 The bundle is copied into a temporary folder so that tests never write into the repository. Every
-run uses tiny overrides (a few images, one iteration, one or two ODE steps).
+run uses tiny overrides (a few images, one iteration, one or two ODE steps). The runs are in process
+(``monai.bundle.run``, as ``python -m monai.bundle run`` calls it), except the torchrun one, which runs
+the command line.
 """
 
 import csv
@@ -16,15 +18,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundle_helpers import run_bundle, run_bundle_logged
 from monai.transforms import LoadImage
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_IMAGES = 18  # of the demo's 96: generating the realistic phantoms is most of a tiny run
-TINY = [
-    "--max_epochs", "1", "--epoch_length", "1", "--batch_size", "2", "--val_interval", "1", "--val_num_steps", "1",
-    "--train#dataset#data", "$@datalist['training'][:4]", "--validate#dataset#data", "$@datalist['validation'][:2]",
-    "--demo#num_images", str(DEMO_IMAGES),
-]
+TINY = {
+    "max_epochs": 1, "epoch_length": 1, "batch_size": 2, "val_interval": 1, "val_num_steps": 1,
+    "train#dataset#data": "$@datalist['training'][:4]", "validate#dataset#data": "$@datalist['validation'][:2]",
+    "demo#num_images": DEMO_IMAGES,
+}
+TINY_ARGS = [arg for key, value in TINY.items() for arg in (f"--{key}", str(value))]  # the same, as command-line flags
 
 
 def run(cmd: list[str], timeout: int = 300) -> str:
@@ -34,17 +38,13 @@ def run(cmd: list[str], timeout: int = 300) -> str:
     return result.stdout + result.stderr
 
 
-def run_bundle(configs, *overrides: str) -> str:
-    configs = [str(c) for c in (configs if isinstance(configs, (list, tuple)) else [configs])]
-    config = configs[0] if len(configs) == 1 else repr(configs)
-    return run([sys.executable, "-m", "monai.bundle", "run", "--config_file", config, *overrides])
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundles") / "motfm_generation"
     shutil.copytree(REPO / "bundles" / "motfm_generation" / "configs", root / "configs")
-    run_bundle(root / "configs" / "train.json", "--bundle_root", str(root), *TINY)
+    run_bundle(root, "train.json", **TINY)
     return root
 
 
@@ -58,11 +58,8 @@ def test_training_writes_model_checkpoint_and_validation_dice(bundle):
 
 def test_inference_for_a_mask_and_label_saves_image_mask_and_sidecar(bundle, tmp_path):
     mask_file = sorted((bundle / "demo" / "masks").glob("*.nii.gz"))[0]
-    run_bundle(
-        bundle / "configs" / "inference.json", "--bundle_root", str(bundle), "--mask_path", str(mask_file),
-        "--label", "1", "--num_steps", "2", "--guidance_scale", "2.0", "--solver", "heun", "--seed", "3",
-        "--output_dir", str(tmp_path),
-    )
+    run_bundle(bundle, "inference.json", mask_path=str(mask_file), label=1, num_steps=2, guidance_scale=2.0,
+               solver="heun", seed=3, output_dir=str(tmp_path))
     generated = tmp_path / f"{mask_file.name[:-7]}_generated_label1.nii.gz"
     mask_copy = tmp_path / f"{mask_file.name[:-7]}_generated_label1_mask.nii.gz"
     sidecar = json.loads((tmp_path / f"{mask_file.name[:-7]}_generated_label1.json").read_text())
@@ -78,11 +75,8 @@ def test_inference_for_a_mask_and_label_saves_image_mask_and_sidecar(bundle, tmp
 
 
 def test_evaluate_writes_metrics_csv_and_grid(bundle, tmp_path):
-    run_bundle(
-        [bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json"], "--bundle_root", str(bundle),
-        "--output_dir", str(tmp_path),
-        "--num_steps", "1", "--dataset#data", "$@datalist['testing'][:3]", "--demo#num_images", str(DEMO_IMAGES),
-    )
+    run_bundle(bundle, ["train.json", "evaluate.json"], output_dir=str(tmp_path), num_steps=1,
+               **{"dataset#data": "$@datalist['testing'][:3]", "demo#num_images": DEMO_IMAGES})
     with open(tmp_path / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 * 2 + 2  # every case generated as class 0 and class 1, then one mean row per class
@@ -100,9 +94,7 @@ def test_evaluate_writes_metrics_csv_and_grid(bundle, tmp_path):
 def test_3d_overlay_trains_one_step(tmp_path):
     root = tmp_path / "motfm_generation"
     shutil.copytree(REPO / "bundles" / "motfm_generation" / "configs", root / "configs")
-    out = run_bundle(
-        [root / "configs" / "train.json", root / "configs" / "train_3d.json"], "--bundle_root", str(root), *TINY,
-    )
+    out = run_bundle_logged(root, ["train.json", "train_3d.json"], **TINY)
     assert "val_mask_dice" in out
     state = torch.load(root / "models_3d" / "model.pt", weights_only=True)
     assert state["unet.conv_in.conv.weight"].ndim == 5  # a 3D network
@@ -118,7 +110,7 @@ def test_torchrun_two_cpu_processes(bundle, tmp_path):
     configs = repr([str(root / "configs" / "train.json"), str(root / "configs" / "multi_gpu_train.json")])
     out = run([
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
-        "--config_file", configs, "--bundle_root", str(root), *TINY,
+        "--config_file", configs, "--bundle_root", str(root), *TINY_ARGS,
     ])
     assert (root / "models" / "model.pt").is_file() and (root / "models" / "checkpoint_epoch=1.pt").is_file()
     assert "val_mask_dice" in out
