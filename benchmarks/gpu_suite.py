@@ -382,7 +382,7 @@ def section_sampling(suite: Suite, lines: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--quick", action="store_true", help="tiny sizes (runs on a CPU in about a minute)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (runs on a CPU in under a minute)")
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks_gpu.md"))
     p.add_argument("--budget-s", type=float, default=450.0, help="skip what no longer fits in this many seconds")
     p.add_argument("--compile-all", action="store_true", help="measure torch.compile for every bundle's preset")
