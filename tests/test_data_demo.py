@@ -99,7 +99,7 @@ def test_refuses_foreign_folder(tmp_path):
         prepare_demo_data("mr_denoise", str(user))
     assert [p.name for p in user.iterdir()] == ["patient.nii.gz"] and (user / "patient.nii.gz").read_bytes() == b"precious"
     (tmp_path / "empty").mkdir()
-    assert len(prepare_demo_data("mr_denoise", str(tmp_path / "empty"), num_images=3)["training"]) == 1
+    assert len(prepare_demo_data("mr_denoise", str(tmp_path / "empty"), num_images=3, image_size=(48, 48, 16))["training"]) == 1
     with pytest.raises(ValueError, match="kind"):
         prepare_demo_data("ct_nope", str(tmp_path / "x"))
 
