@@ -17,26 +17,6 @@ def run_bundle(root: Path, config: str | list[str], **override) -> None:
         logging_file=False, bundle_root=str(root), **override)
 
 
-def run_bundle_logged(root: Path, config: str | list[str], **override) -> str:
-    """:func:`run_bundle`, returning what the run logged at INFO and above (the training log of the command line)."""
-    import io
-    import logging
-
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setLevel(logging.INFO)
-    logger = logging.getLogger()
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(min(level, logging.INFO) if level else logging.INFO)
-    try:
-        run_bundle(root, config, **override)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    return stream.getvalue()
-
-
 def copy_configs(tmp_root: Path, name: str) -> Path:
     """A bundle folder ``tmp_root/name`` holding a copy of ``bundles/<name>/configs``."""
     root = tmp_root / name

@@ -9,6 +9,7 @@ the command line.
 
 import csv
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import run_bundle, run_bundle_logged
+from bundle_helpers import run_bundle
 from monai.transforms import LoadImage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,11 +92,12 @@ def test_evaluate_writes_metrics_csv_and_grid(bundle, tmp_path):
     assert (tmp_path / "generation_grid.png").stat().st_size > 1000
 
 
-def test_3d_overlay_trains_one_step(tmp_path):
+def test_3d_overlay_trains_one_step(tmp_path, caplog):
     root = tmp_path / "motfm_generation"
     shutil.copytree(REPO / "bundles" / "motfm_generation" / "configs", root / "configs")
-    out = run_bundle_logged(root, ["train.json", "train_3d.json"], **TINY)
-    assert "val_mask_dice" in out
+    with caplog.at_level(logging.INFO):
+        run_bundle(root, ["train.json", "train_3d.json"], **TINY)
+    assert "val_mask_dice" in caplog.text
     state = torch.load(root / "models_3d" / "model.pt", weights_only=True)
     assert state["unet.conv_in.conv.weight"].ndim == 5  # a 3D network
     assert LoadImage(image_only=True)(str(next((root / "demo_3d" / "images").glob("*.nii.gz")))).shape == (32, 32, 16)
