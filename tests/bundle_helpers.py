@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from monai.bundle import run
@@ -15,6 +17,22 @@ def run_bundle(root: Path, config: str | list[str], **override) -> None:
     files = [str(root / "configs" / c) for c in ([config] if isinstance(config, str) else config)]
     run(config_file=files if len(files) > 1 else files[0], meta_file=str(root / "configs" / "metadata.json"),
         logging_file=False, bundle_root=str(root), **override)
+
+
+@contextmanager
+def stats_logged_to(caplog):
+    """Capture the bundle's training/validation logs in ``caplog``, INFO and up.
+
+    MONAI's ``StatsHandler`` logs to ``monai.handlers.StatsHandler``, a logger MONAI sets not to propagate,
+    so pytest's root-level capture sees it only by chance of the logging state; attach to it directly.
+    """
+    logger = logging.getLogger("monai.handlers.StatsHandler")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO):
+            yield
+    finally:
+        logger.removeHandler(caplog.handler)
 
 
 def copy_configs(tmp_root: Path, name: str) -> Path:

@@ -6,14 +6,13 @@ runs the same bundle as a separate ``python -m monai.bundle run`` command.
 """
 
 import csv
-import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import run_bundle as run_in_process
+from bundle_helpers import run_bundle as run_in_process, stats_logged_to
 from monai.transforms import LoadImage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +44,7 @@ def test_training_writes_model_and_resumable_checkpoint(bundle, caplog):
     # demo: noisy references for training, clean phantoms apart for evaluation only
     assert (bundle / "demo" / "reference").is_dir()
     # resume: the same command with more epochs continues from epoch 2
-    with caplog.at_level(logging.INFO):
+    with stats_logged_to(caplog):
         run_bundle(bundle, "train.json", max_epochs=3, val_interval=5, **TRAIN)
     assert "Epoch: 3/3" in caplog.text and "Epoch: 1/3" not in caplog.text
 

@@ -9,7 +9,6 @@ the command line.
 
 import csv
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import run_bundle
+from bundle_helpers import run_bundle, stats_logged_to
 from monai.transforms import LoadImage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,7 +94,7 @@ def test_evaluate_writes_metrics_csv_and_grid(bundle, tmp_path):
 def test_3d_overlay_trains_one_step(tmp_path, caplog):
     root = tmp_path / "motfm_generation"
     shutil.copytree(REPO / "bundles" / "motfm_generation" / "configs", root / "configs")
-    with caplog.at_level(logging.INFO):
+    with stats_logged_to(caplog):
         run_bundle(root, ["train.json", "train_3d.json"], **TINY)
     assert "val_mask_dice" in caplog.text
     state = torch.load(root / "models_3d" / "model.pt", weights_only=True)
