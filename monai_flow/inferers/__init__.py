@@ -10,6 +10,7 @@ of them over mirror images of the input.
 """
 
 from .base import FlowInfererBase, make_noise
+from .calibration import QualityTimeCalibration, calibration_path, measure_quality_time
 from .domain import DomainInferer
 from .flip_ensemble import FlipEnsembleInferer
 from .flow import FlowInferer
@@ -28,7 +29,10 @@ __all__ = [
     "RelativeFlowInferer",
     "RestorationInferer",
     "SlidingWindowFlowInferer",
+    "QualityTimeCalibration",
+    "calibration_path",
     "make_noise",
+    "measure_quality_time",
     "relative_dt_schedule",
     "relative_template_schedule",
     "split_dt_schedule",

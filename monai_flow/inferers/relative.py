@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -9,6 +10,7 @@ import torch
 
 from monai_flow.flows.relative import relative_euler_step
 from monai_flow.inferers.base import Field, FlowInfererBase, Step
+from monai_flow.inferers.calibration import QualityTimeCalibration
 from monai_flow.inferers.schedules import relative_dt_schedule, split_dt_schedule
 
 __all__ = ["RelativeFlowInferer"]
@@ -42,6 +44,12 @@ class RelativeFlowInferer(FlowInfererBase):
         min_dt: the final (finest) step of the template.
         max_steps: ``auto`` only; upper bound on the number of steps.
         progress: tqdm bar over the steps.
+        calibration: ``auto`` only; the network's measured
+            :class:`~monai_flow.inferers.calibration.QualityTimeCalibration`: the gap
+            ``ln(sigma_hat / target_std)`` is then the noise to *remove*, and the schedule takes the
+            nominal gap that removed it when measured (later steps remove less than ``e^{dt}``).
+            A target below what the network reached when measured warns and goes as far as it did.
+            Without it, ``auto`` assumes every step removes ``e^{dt}``.
     """
 
     def __init__(
@@ -54,6 +62,7 @@ class RelativeFlowInferer(FlowInfererBase):
         max_steps: int = 64,
         progress: bool = False,
         num_steps: int | None = None,
+        calibration: QualityTimeCalibration | None = None,
     ) -> None:
         super().__init__(guidance_scale=1.0, progress=progress)
         relative_dt_schedule(0.0, max_dt, min_dt)  # validates max_dt / min_dt
@@ -77,6 +86,13 @@ class RelativeFlowInferer(FlowInfererBase):
         self.noise_estimator = noise_estimator
         self.target_std = target_std
         self.max_dt, self.min_dt, self.max_steps = max_dt, min_dt, max_steps
+        if calibration is not None and not isinstance(calibration, QualityTimeCalibration):
+            raise ValueError(f"calibration must be a QualityTimeCalibration or None, got {type(calibration).__name__}.")
+        if calibration is not None and (calibration.max_dt, calibration.min_dt) != (max_dt, min_dt):
+            warnings.warn(f"calibration measured with max_dt={calibration.max_dt}, min_dt={calibration.min_dt}, "
+                          f"used with max_dt={max_dt}, min_dt={min_dt}: remeasure it for this template.", stacklevel=2)
+        self.calibration = calibration
+        self._warned_reach = False  # the unreachable-target warning, once per inferer
 
     def _rows(self, inputs: torch.Tensor) -> list[list[float]]:
         """One schedule per sample (before the ``num_steps`` split)."""
@@ -88,8 +104,17 @@ class RelativeFlowInferer(FlowInfererBase):
             sigma = sigma.expand(b)
         if sigma.numel() != b:
             raise ValueError(f"noise_estimator must return shape (B,)=({b},), got {sigma.numel()} values.")
-        gaps = torch.log(sigma.clamp_min(1e-30) / self.target_std).clamp_min(0.0)  # type: ignore[operator]
-        return [relative_dt_schedule(float(g), self.max_dt, self.min_dt, self.max_steps) for g in gaps]
+        gaps = [float(g) for g in torch.log(sigma.clamp_min(1e-30) / self.target_std).clamp_min(0.0)]  # type: ignore[operator]
+        if self.calibration is not None:
+            reach = [self.calibration.reach(float(s)) for s in sigma]
+            if any(g > r for g, r in zip(gaps, reach)) and not self._warned_reach:
+                self._warned_reach = True
+                worst = max(range(b), key=lambda i: gaps[i] - reach[i])
+                warnings.warn(f"target_std={self.target_std:.4g} asks to divide the noise by {math.exp(gaps[worst]):.3g}; "
+                              f"this network divided it by at most {math.exp(reach[worst]):.3g} when calibrated, so it "
+                              "goes that far.", stacklevel=3)
+            gaps = [self.calibration.nominal_gap(g, float(s)) for g, s in zip(gaps, sigma)]
+        return [relative_dt_schedule(g, self.max_dt, self.min_dt, self.max_steps) for g in gaps]
 
     def dt_table(self, inputs: torch.Tensor) -> torch.Tensor:
         """Step sizes as a (B, K) tensor (K steps; finished samples padded with 0)."""

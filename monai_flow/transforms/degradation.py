@@ -175,6 +175,29 @@ class CTDegradation:
         # like with like: the measured high-pass noise against its prediction at the same positions
         return estimate_ct_i0(x, spacing, self.scan)
 
+    def rescan(self, clean: torch.Tensor, reference: torch.Tensor, generator: torch.Generator | None = None,
+               noise_scale: float = 1.0, spacing=None, **reference_kwargs) -> torch.Tensor:
+        """A new scan of the (nearly) noise-free ``clean`` (B, C, H, W[, D], HU) at the dose of ``reference``:
+        the whole acquisition simulated at the reference's photons per bin (:meth:`reference_i0` of
+        ``reference``, with ``reference_kwargs`` ``i0`` or ``exposure_mas`` as there) divided by
+        ``noise_scale^2`` (the quantum noise std times ``noise_scale``). Used to measure how a network
+        removes noise like the reference's (:func:`~monai_flow.inferers.measure_quality_time`)."""
+        if not noise_scale > 0:
+            raise ValueError(f"noise_scale must be > 0, got {noise_scale}.")
+        if clean.shape != reference.shape:
+            raise ValueError(f"clean and reference must have the same shape, got {tuple(clean.shape)} and "
+                             f"{tuple(reference.shape)}.")
+        spacings = self._spacings(clean, spacing)
+        out = torch.empty_like(clean)
+        for b in range(clean.shape[0]):
+            pixel, rows = tuple(float(v) for v in spacings[b]), torch.tensor([b])
+            photons = self.reference_i0(reference[rows], _select("i0", reference_kwargs.get("i0"), reference, rows),
+                                        _select("exposure_mas", reference_kwargs.get("exposure_mas"), reference, rows),
+                                        pixel)
+            out[rows] = clean[rows] + low_dose_ct_noise(clean[rows], 1.0, pixel, self.scan, self.domain, "none",
+                                                        generator, i0=photons / noise_scale**2)
+        return out
+
     def __call__(self, x: torch.Tensor, dt, generator: torch.Generator | None = None, i0=None,
                  exposure_mas=None, spacing=None) -> torch.Tensor:
         """``x`` (B, C, H, W[, D]) in HU, ``dt`` float or (B,); ``i0`` per call overrides the constructor's
@@ -341,6 +364,13 @@ class NormalizedDegradation:
     def __call__(self, x: torch.Tensor, dt, generator: torch.Generator | None = None, **kwargs) -> torch.Tensor:
         """``kwargs`` (e.g. per-sample ``i0``) are passed to the operator unchanged."""
         return (self.operator(x * self.scale + self.shift, dt, generator=generator, **kwargs) - self.shift) / self.scale
+
+    def rescan(self, clean: torch.Tensor, reference: torch.Tensor, generator: torch.Generator | None = None,
+               **kwargs) -> torch.Tensor:
+        """The operator's ``rescan`` (a new scan of ``clean`` with the noise of ``reference``'s), in the
+        normalised units."""
+        return (self.operator.rescan(clean * self.scale + self.shift, reference * self.scale + self.shift,
+                                     generator=generator, **kwargs) - self.shift) / self.scale
 
     def estimate_noise_std(self, x: torch.Tensor) -> torch.Tensor:
         """The operator's per-sample noise estimate, in the normalised units of ``x`` (B,)."""
