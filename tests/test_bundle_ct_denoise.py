@@ -6,6 +6,7 @@ runs the same bundle as a separate ``python -m monai.bundle run`` command.
 """
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,10 @@ import numpy as np
 import pytest
 import torch
 from bundle_helpers import run_bundle as run_in_process, stats_logged_to
+from monai.bundle import ConfigParser
 from monai.transforms import LoadImage
+
+from monai_flow.inferers import QualityTimeCalibration
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,6 +47,14 @@ def test_training_writes_model_and_resumable_checkpoint(bundle, caplog):
     assert ckpt["trainer"]["iteration"] == 2 * ckpt["trainer"]["epoch_length"] and ckpt["objective"]["curriculum"]["epoch"] == 2
     # demo: noisy references for training, clean phantoms apart for evaluation only
     assert (bundle / "demo" / "reference").is_dir()
+    # the quality-time calibration, measured when training completed, beside the weights, read by inference
+    calibration = QualityTimeCalibration.load(bundle / "models" / "model.quality_time.json")
+    assert calibration.nominal == (0.0, *json.loads((bundle / "configs" / "train.json").read_text())["calibration_gaps"])
+    assert calibration.reach() > 0  # even two epochs of training remove some noise
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    assert parser.get_parsed_content("flow_inferer").calibration == calibration
     # resume: the same command with more epochs continues from epoch 2
     with stats_logged_to(caplog):
         run_bundle(bundle, "train.json", max_epochs=3, val_interval=5, **TRAIN)

@@ -1,9 +1,9 @@
 """Glue for ``monai.engines`` training of flow objectives: :class:`FlowTrainer`,
-:class:`PrepareFlowBatch` and the RelativeFlow :class:`CurriculumHandler`; validation batches
+:class:`PrepareFlowBatch` the RelativeFlow :class:`CurriculumHandler` and :class:`QualityTimeCalibrationHandler`; validation batches
 (:class:`PrepareDegradedBatch`) and generation batches (:class:`PrepareGenerationBatch`).
 Evaluation lives in :mod:`monai_flow.evaluation`."""
 
-from .handlers import CurriculumHandler
+from .handlers import CurriculumHandler, QualityTimeCalibrationHandler
 from .prepare_batch import PrepareDegradedBatch, PrepareFlowBatch, PrepareGenerationBatch
 from .trainer import FlowTrainer
 
@@ -13,4 +13,5 @@ __all__ = [
     "PrepareDegradedBatch",
     "PrepareFlowBatch",
     "PrepareGenerationBatch",
+    "QualityTimeCalibrationHandler",
 ]
