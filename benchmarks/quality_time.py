@@ -14,7 +14,9 @@ against the calibrated prediction ``input noise x e^{-tau}`` (``docs/results/qua
 two such runs, steps of 0.2 and of 0.6, one after the other: give the second its own ``--out``).
 
 The bundle folder must hold a trained ``models/model.pt`` and its demo data (``demo/``, written by
-the main job). Results: ``docs/results/quality_time.md``.
+the main job). The ``auto`` schedule uses the quality-time calibration that training wrote beside the
+weights (``models/model.quality_time.json``) when there is one; ``--uncalibrated`` ignores it.
+Results: ``docs/results/quality_time.md``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--per-step", type=float, metavar="DT", help="measure after each of --steps fixed steps of DT")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--slices", type=int, default=None, help="only the first N slices of each volume")
+    parser.add_argument("--uncalibrated", action="store_true", help="ignore models/model.quality_time.json")
     parser.add_argument("--out", default=None, help="default: docs/results/quality_time.md (quality_time_steps.md)")
     args = parser.parse_args(argv)
     if args.per_step is not None and not args.per_step > 0:
@@ -62,6 +65,9 @@ def main(argv=None) -> int:
 
     bundle = Bundle("ct_denoise", args.bundle_root)
     bundle.set_device("cpu")
+    if args.uncalibrated:
+        bundle.set("quality_calibration", None)
+    calibrated = bundle.get("quality_calibration") is not None
     network = bundle.load_network(bundle.checkpoint(), "cpu")
     scale, offset = float(bundle.get("hu_scale")), float(bundle.get("hu_offset"))
     info = build_datalist(str(Path(args.bundle_root) / "demo"))
@@ -109,9 +115,10 @@ def main(argv=None) -> int:
     if args.per_step:
         return write_per_step(args, rows, time.perf_counter() - start)
     lines = ["# `auto` schedule: output noise against its target (ct_denoise, held-out demo volumes)", "",
-             f"`python benchmarks/quality_time.py --bundle-root ... --targets {' '.join(f'{t:g}' for t in args.targets)}` "
-             f"({time.perf_counter() - start:.0f} s). Noise std in flat soft tissue from two independent scans: "
-             "std(out_1 - out_2) / sqrt(2).", "",
+             f"`python benchmarks/quality_time.py --bundle-root ... --targets {' '.join(f'{t:g}' for t in args.targets)}"
+             f"{f' --slices {args.slices}' if args.slices else ''}{' --uncalibrated' if args.uncalibrated else ''}` "
+             f"({time.perf_counter() - start:.0f} s), {'with' if calibrated else 'without'} the model's quality-time "
+             "calibration. Noise std in flat soft tissue from two independent scans: std(out_1 - out_2) / sqrt(2).", "",
              "| case | dose | input noise (HU) | target (HU) | output noise (HU) | output / target | steps |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {c} | {d:g} | {i:.1f} | {t:g} | {o:.1f} | {o / t:.2f} | {k} |" for c, d, i, t, o, k in rows]

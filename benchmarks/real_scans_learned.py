@@ -68,6 +68,11 @@ def _baseline(adaptation_type, kind: str):
     return Baseline
 
 
+def _model_path(name: str, bundle: Bundle) -> Path:
+    env = os.environ.get("MONAI_FLOW_CT_MODEL" if name == "ct_denoise" else "MONAI_FLOW_MR_MODEL")
+    return Path(env) if env else bundle.default_checkpoint
+
+
 def _bundle(name: str, adapt: bool, budget: float | None = None) -> Bundle:
     bundle = Bundle(name, config=["inference.json", "adapt.json"] if adapt else "inference.json")
     bundle.set_device("cpu")
@@ -77,8 +82,7 @@ def _bundle(name: str, adapt: bool, budget: float | None = None) -> Bundle:
 
 
 def _network(bundle: Bundle, trained: bool):
-    env = os.environ.get("MONAI_FLOW_CT_MODEL" if bundle.name == "ct_denoise" else "MONAI_FLOW_MR_MODEL")
-    path = Path(env) if env else bundle.default_checkpoint
+    path = _model_path(bundle.name, bundle)
     torch.manual_seed(0)
     network = bundle.get("network")
     if trained:
@@ -118,6 +122,7 @@ def _run(bundle: Bundle, network, inferer, x: np.ndarray, ctx) -> np.ndarray:
 def _main(name: str, dt_schedule=None, **overrides):
     def method(x, ctx):
         bundle = _bundle(name, adapt=False)
+        bundle.set("ckpt_path", str(_model_path(name, bundle)))  # its quality-time calibration lies beside it
         if dt_schedule is not None:
             bundle.set("dt_schedule", dt_schedule)
         for key, value in overrides.items():
