@@ -248,4 +248,4 @@ def test_bundle_run_killed_mid_epoch_resumes_from_the_iteration(tmp_path):
     assert final["lr_scheduler"]["last_epoch"] == 3
     steps = {int(s["step"]) for s in final["optimizer"]["state"].values()}
     assert steps == {3 * epoch_length}  # AdamW kept its moments and step count across the kill
-    assert sorted(p.name for p in models.iterdir()) == ["checkpoint_epoch=3.pt", "model.pt"]
+    assert sorted(p.name for p in models.iterdir()) == ["checkpoint_epoch=3.pt", "model.pt", "model.quality_time.json"]
