@@ -144,7 +144,7 @@ def test_inferer_checks_its_calibration():
         RelativeFlowInferer("auto", calibration=cal, max_dt=0.2, min_dt=MIN_DT, **settings)
     inferer = RelativeFlowInferer("auto", calibration=cal, max_dt=MAX_DT, min_dt=MIN_DT, **settings)
     noisy = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))  # std ~1: asks e^{4.6}
-    with pytest.warns(UserWarning, match="divided it by at most 2.72"):
+    with pytest.warns(UserWarning, match="measured at most 2.72"):
         table = inferer.dt_table(noisy)
     assert float(table.sum()) == pytest.approx(2.0)  # as far as the calibrated reach
 
@@ -172,3 +172,51 @@ def test_ct_rescan_has_the_noise_of_the_reference():
     torch.testing.assert_close(again * 1000 - 1000, known, atol=1e-2, rtol=0)
     with pytest.raises(ValueError, match="same shape"):
         op.rescan(water[:2], reference)
+    # noise_scale s: the photon count / s^2, so the (quantum-only) noise std x s
+    louder = op.rescan(water, reference, torch.Generator().manual_seed(4), i0=1e5, noise_scale=1.4) - water
+    assert (louder[centre].std() / (known - water)[centre].std()).item() == pytest.approx(1.4, rel=0.05)
+
+
+class MeanShrink(torch.nn.Module):
+    """Pulls every pixel toward the image mean: removes noise (and flattens the image) at a fixed rate."""
+
+    def __init__(self):
+        super().__init__()
+        self.rate = torch.nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, x, dt):
+        return -self.rate * (x - x.mean(dim=(-2, -1), keepdim=True))
+
+
+def test_calibration_handler_writes_one_point_per_reference_and_scale_and_removes_a_stale_file(tmp_path):
+    from ignite.engine import Engine
+
+    from monai_flow.engines import QualityTimeCalibrationHandler
+    from monai_flow.transforms import CTDegradation, MRDegradation, NormalizedDegradation
+
+    y, x = torch.meshgrid(torch.arange(40.0) - 19.5, torch.arange(40.0) - 19.5, indexing="ij")
+    water = torch.where(x**2 + y**2 < 17**2, 1.0, 0.0)[None, None]  # (HU + 1000) / 1000
+    batches = [{"image": water + 0.02 * torch.randn(water.shape, generator=torch.Generator().manual_seed(k)),
+                "spacing": torch.tensor([[2.0, 2.0]])} for k in range(2)]
+    degradation = NormalizedDegradation(CTDegradation(spacing=None, i0="estimate", electronic_std=0.0, num_views=90),
+                                        scale=1000.0, shift=-1000.0)
+    out = tmp_path / "model.quality_time.json"
+    handler = QualityTimeCalibrationHandler(batches, degradation, str(out), MAX_DT, MIN_DT, nominal_gaps=(0.5, 1.0),
+                                            noise_scales=(1.0, 1.5), roi_size=(32, 32), clean_gap=0.5,
+                                            degradation_keys={"spacing": "spacing"}, network=MeanShrink())
+    engine = Engine(lambda e, b: None)
+    handler.attach(engine)
+    out.write_text("a stale calibration of other weights")
+    engine.run([0], max_epochs=1)
+    cal = QualityTimeCalibration.load(out)
+    assert cal.nominal == (0.0, 0.5, 1.0) and len(cal.noise) == 4  # 2 references x 2 noise scales
+    assert all(0 < row[1] < row[2] for row in cal.effective)  # more quality time removes more
+    handler.enabled = False
+    engine.run([0], max_epochs=1)  # a disabled handler (another rank) neither removes nor writes
+    assert QualityTimeCalibration.load(out) == cal
+    with pytest.raises(ValueError, match="rescan"):
+        QualityTimeCalibrationHandler(batches, NormalizedDegradation(MRDegradation()), str(out), MAX_DT, MIN_DT)
+    bad_roi = QualityTimeCalibrationHandler(batches, degradation, str(out), MAX_DT, MIN_DT, roi_size=(32, 32, 4),
+                                            network=MeanShrink())
+    with pytest.raises(ValueError, match="roi_size"):
+        bad_roi(engine)

@@ -1,5 +1,5 @@
 """Glue for ``monai.engines`` training of flow objectives: :class:`FlowTrainer`,
-:class:`PrepareFlowBatch` the RelativeFlow :class:`CurriculumHandler` and :class:`QualityTimeCalibrationHandler`; validation batches
+:class:`PrepareFlowBatch`, the RelativeFlow :class:`CurriculumHandler` and :class:`QualityTimeCalibrationHandler`; validation batches
 (:class:`PrepareDegradedBatch`) and generation batches (:class:`PrepareGenerationBatch`).
 Evaluation lives in :mod:`monai_flow.evaluation`."""
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from monai_flow.atomic import discard
 from monai_flow.flows.base import degradation_kwargs
 from monai_flow.flows.curriculum import DtCurriculum
 
@@ -58,7 +59,7 @@ class QualityTimeCalibrationHandler:
     with per-sample ``kwargs`` read from the batch through ``degradation_keys`` (e.g. the spacing).
 
     Args:
-        dataloader: validation batches.
+        dataloader: validation batches (all of them: not a distributed shard).
         degradation: an operator with ``rescan`` (:class:`~monai_flow.transforms.CTDegradation`, or
             :class:`~monai_flow.transforms.NormalizedDegradation` around one).
         output_path: the calibration file, e.g. ``calibration_path(ckpt_path)``; written atomically.
@@ -67,11 +68,11 @@ class QualityTimeCalibrationHandler:
         roi_size: spatial centre crop of each reference (None: whole), to bound the cost.
         noise_estimator: the inferer's noise estimator (see ``measure_quality_time``), e.g.
             ``degradation.estimate_noise_std``.
-        mask_window: (low, high) intensities where noise is measured, e.g. soft tissue; None: the
-            foreground (:func:`~monai_flow.inferers.calibration.flat_foreground_mask`).
+        mask_window: (low, high) where noise is measured, in the references' (network) units, e.g. soft
+            tissue; None: the foreground (:func:`~monai_flow.inferers.calibration.flat_foreground_mask`).
         clean_gap: nominal gap that cleans the references before they are rescanned.
-        noise_scales: input noise levels relative to each reference's (networks remove less per step
-            from noisier inputs, so the calibration spans the levels it will meet).
+        noise_scales: input noise levels relative to each reference's (how much a network removes
+            depends on the input's noise, so the calibration spans the levels it will meet).
         degradation_keys: operator argument -> batch key (see :func:`~monai_flow.flows.base.degradation_kwargs`).
         image_key: batch key of the references.
         network: the network to measure (default: the trainer's ``network``).
@@ -85,8 +86,10 @@ class QualityTimeCalibrationHandler:
                  noise_scales: Sequence[float] = (1.0,),
                  degradation_keys: Mapping[str, str] | None = None, image_key: str = "image",
                  network: torch.nn.Module | None = None, enabled: bool = True) -> None:
-        if not callable(getattr(degradation, "rescan", None)):
-            raise ValueError(f"degradation must have rescan(clean, reference, generator), got {type(degradation).__name__}.")
+        operator = getattr(degradation, "operator", degradation)  # NormalizedDegradation forwards to its operator
+        if not callable(getattr(operator, "rescan", None)):
+            raise ValueError("degradation must have rescan(clean, reference, generator) (e.g. CTDegradation), got "
+                             f"{type(operator).__name__}.")
         self.dataloader, self.degradation, self.output_path = dataloader, degradation, str(output_path)
         self.max_dt, self.min_dt, self.nominal_gaps = float(max_dt), float(min_dt), nominal_gaps
         self.roi_size = None if roi_size is None else [int(r) for r in roi_size]
@@ -97,7 +100,14 @@ class QualityTimeCalibrationHandler:
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
+        """Measure on ``COMPLETED``; on ``STARTED`` remove the previous run's file, so that weights whose
+        measurement failed or never ran are never paired with another network's calibration."""
+        engine.add_event_handler(Events.STARTED, self.discard_previous)
         engine.add_event_handler(Events.COMPLETED, self)
+
+    def discard_previous(self, engine: Engine | None = None) -> None:
+        if self.enabled:
+            discard(self.output_path)
 
     def _crop(self, x: torch.Tensor) -> torch.Tensor:
         if self.roi_size is None:
@@ -117,10 +127,11 @@ class QualityTimeCalibrationHandler:
         if not self.enabled:
             return
         network = self.network if self.network is not None else engine.network
+        network = getattr(network, "module", network)  # the plain network under DistributedDataParallel
         device = next(network.parameters()).device
         batches = []
         for batch in self.dataloader:
-            x = self._crop(torch.as_tensor(batch[self.image_key]).to(device).float())
+            x = self._crop(torch.as_tensor(batch[self.image_key]).float()).to(device)
             batches.append((x, degradation_kwargs(batch, self.degradation_keys, x)))
         was_training = network.training
         network.eval()

@@ -53,7 +53,7 @@ class QualityTimeCalibration:
     """Measured noise removal of a RelativeFlow network along the ``auto`` template schedule.
 
     One measured *point* per reference and input noise level: its input noise and, for every nominal
-    gap, the gap it removed. A network removes less per step from noisier inputs, so the removal at
+    gap, the gap it removed. What a network removes depends on the input's noise, so the removal at
     an input noise ``sigma`` is a least-squares line in ``ln sigma`` through the points, per nominal
     gap, held constant outside the measured noise range.
 
@@ -143,8 +143,9 @@ def flat_foreground_mask(reference: torch.Tensor, smoothing: float = 2.0,
     """The flattest half of the foreground of a reference (C, *spatial), as a bool mask (*spatial).
 
     The reference (its first channel) is smoothed with a Gaussian of ``smoothing`` pixels; the
-    foreground is where it lies inside ``window`` (low, high), e.g. soft tissue, or without a window
-    where it exceeds a quarter of its 99th percentile; the flat half is the half of the foreground
+    foreground is where it lies inside ``window`` (low, high; in the reference's units), e.g. soft tissue,
+    or without a window where it exceeds a quarter of its 99th percentile (images whose background is
+    about 0, such as normalised CT or MR magnitude); the flat half is the half of the foreground
     with the smaller smoothed gradient magnitude: where noise is measured in practice, away from
     the edges a denoiser keeps sharp.
     """
@@ -188,7 +189,7 @@ def measure_quality_time(
     ``clean_gap``), then ``add_noise`` gives two independent noisy scans of that image at each noise
     scale. Noise must be added to a (nearly) clean image: added to a noisy reference, the two scans
     would share the reference's noise, and for a nonlinear denoiser the difference of the outputs no
-    longer measures the output noise (it measured 0.7 e^{dt} per step where scans of a clean image gave 0.95).
+    longer measures the output noise (it shrank by e^{-0.7 dt} per step where scans of a clean image gave e^{-0.95 dt}).
 
     Args:
         network: ``network(x, dt)``, the velocity network the inferer will run.
@@ -243,7 +244,8 @@ def measure_quality_time(
             if noise_estimator is None:
                 sigma_in = _noise_std(scans[0] - scans[1], masks)
             else:  # the mean reading of the two scans
-                sigma_in = sum(torch.as_tensor(noise_estimator(y)).double().reshape(-1).cpu() for y in scans) / 2
+                sigma_in = sum(torch.as_tensor(noise_estimator(y)).double().reshape(-1).cpu().expand(y.shape[0])
+                               for y in scans) / 2
             rows = []
             for inferer in inferers:
                 outs = [inferer(y, network) for y in scans]

@@ -88,6 +88,10 @@ class RelativeFlowInferer(FlowInfererBase):
         self.max_dt, self.min_dt, self.max_steps = max_dt, min_dt, max_steps
         if calibration is not None and not isinstance(calibration, QualityTimeCalibration):
             raise ValueError(f"calibration must be a QualityTimeCalibration or None, got {type(calibration).__name__}.")
+        if calibration is not None and self.num_steps is not None and self.dt_schedule == "auto":
+            warnings.warn(f"num_steps={self.num_steps} re-splits the calibrated schedules into other steps; the "
+                          "calibration was measured on the template's steps, so target_std is met less closely.",
+                          stacklevel=2)
         if calibration is not None and (calibration.max_dt, calibration.min_dt) != (max_dt, min_dt):
             warnings.warn(f"calibration measured with max_dt={calibration.max_dt}, min_dt={calibration.min_dt}, "
                           f"used with max_dt={max_dt}, min_dt={min_dt}: remeasure it for this template.", stacklevel=2)
@@ -111,8 +115,8 @@ class RelativeFlowInferer(FlowInfererBase):
                 self._warned_reach = True
                 worst = max(range(b), key=lambda i: gaps[i] - reach[i])
                 warnings.warn(f"target_std={self.target_std:.4g} asks to divide the noise by {math.exp(gaps[worst]):.3g}; "
-                              f"this network divided it by at most {math.exp(reach[worst]):.3g} when calibrated, so it "
-                              "goes that far.", stacklevel=3)
+                              f"the calibration measured at most {math.exp(reach[worst]):.3g} (its largest nominal gap, "
+                              f"{self.calibration.nominal[-1]:g}), so auto goes that far.", stacklevel=3)
             gaps = [self.calibration.nominal_gap(g, float(s)) for g, s in zip(gaps, sigma)]
         return [relative_dt_schedule(g, self.max_dt, self.min_dt, self.max_steps) for g in gaps]
 
