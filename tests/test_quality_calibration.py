@@ -109,6 +109,17 @@ def test_removal_depends_on_the_input_noise_as_measured():
     assert cal.nominal_gap(0.35, 20.0) == pytest.approx(0.5) and cal.nominal_gap(0.3, 40.0) == pytest.approx(0.5)
 
 
+def test_auto_reads_the_calibration_at_each_samples_noise():
+    """Two samples at noise 0.1 and 0.4, where the network removed 1.0 and 2.0 at G = 1: each gets the nominal
+    gap of its own line (0.5 and 0.943), not that of the points' mean noise (0.333 and 1.257)."""
+    cal = QualityTimeCalibration((0.0, 1.0), (0.1, 0.4), ((0.0, 1.0), (0.0, 2.0)), MAX_DT, MIN_DT)
+    target = 0.1 * math.exp(-0.5)
+    inferer = RelativeFlowInferer("auto", noise_estimator=lambda x: torch.tensor([0.1, 0.4]), target_std=target,
+                                  max_dt=MAX_DT, min_dt=MIN_DT, calibration=cal)
+    totals = inferer.dt_table(torch.zeros(2, 1, 8, 8)).sum(dim=1)
+    assert totals.tolist() == pytest.approx([0.5, math.log(0.4 / target) / 2.0])
+
+
 def test_save_load_round_trip_and_bad_files(tmp_path):
     cal = QualityTimeCalibration((0.0, 0.5, 1.0), (0.02, 0.04), ((0.0, 0.45, 0.8), (0.0, 0.4, 0.7)), MAX_DT, MIN_DT)
     path = calibration_path(tmp_path / "models" / "model.pt")

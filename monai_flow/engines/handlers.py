@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
+from monai.transforms import CenterSpatialCrop
 
 from monai_flow.atomic import discard
 from monai_flow.flows.base import degradation_kwargs
@@ -110,16 +111,13 @@ class QualityTimeCalibrationHandler:
             discard(self.output_path)
 
     def _crop(self, x: torch.Tensor) -> torch.Tensor:
+        """The centre ``roi_size`` of each sample of ``x`` (B, C, *spatial)."""
         if self.roi_size is None:
             return x
-        spatial = x.shape[2:]
-        if len(self.roi_size) != len(spatial):
-            raise ValueError(f"roi_size {self.roi_size} does not match the references' spatial shape {tuple(spatial)}.")
-        index = [slice(None), slice(None)]
-        for size, roi in zip(spatial, self.roi_size):
-            start = max(0, (size - roi) // 2)
-            index.append(slice(start, start + min(size, roi)))
-        return x[tuple(index)]
+        if len(self.roi_size) != x.ndim - 2:
+            raise ValueError(f"roi_size {self.roi_size} does not match the references' spatial shape {tuple(x.shape[2:])}.")
+        crop = CenterSpatialCrop(self.roi_size)
+        return torch.stack([torch.as_tensor(crop(sample)) for sample in x])
 
     def __call__(self, engine: Engine) -> None:
         from monai_flow.inferers.calibration import DEFAULT_CALIBRATION_GAPS, flat_foreground_mask, measure_quality_time

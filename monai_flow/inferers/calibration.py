@@ -8,13 +8,14 @@ So ``dt_schedule="auto"`` needs the map from the nominal gap it schedules to the
 That map belongs to the trained network, so it is measured, not modelled:
 
 - :func:`measure_quality_time` cleans references the network did not train on (with the network
-  itself), simulates two independent scans of each at the reference's noise, runs the ``auto``
-  template schedule of each nominal gap ``G`` on both and measures the *effective gap*
+  itself), simulates two independent scans of each at one or more multiples of the reference's noise,
+  runs the ``auto`` template schedule of each nominal gap ``G`` on both and measures the *removal*
   ``ln(sigma_in / sigma_out)``: ``sigma_out = std(out_1 - out_2) / sqrt(2)`` over the flattest half
   of the foreground (or of a window such as soft tissue; the difference of two scans holds their
   noise only), ``sigma_in`` the same on the scans or, as ``auto`` sees it, the noise estimator's
   reading.
-- :class:`QualityTimeCalibration` holds the measured ``(G, effective)`` pairs and inverts them
+- :class:`QualityTimeCalibration` holds one point per reference and noise level (its input noise and
+  its removal for every ``G``), fits the removal against the input noise and inverts it
   (``nominal_gap``); :class:`~monai_flow.inferers.RelativeFlowInferer` takes it as ``calibration``.
   Saved as JSON beside the weights (:func:`calibration_path`).
 """
