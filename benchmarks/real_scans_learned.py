@@ -175,6 +175,10 @@ METHODS = {
     "ct_adapt_warmup": _adapt("ct_denoise", True, adapt_warmup=0.1),
     "ct_adapt_warmup_lr_1e-4": _adapt("ct_denoise", True, adapt_warmup=0.1, adapt_learning_rate=1e-4),
     "mr_adapt_warmup": _adapt("mr_denoise", True, adapt_warmup=0.1),
+    # MR adaptation settings against adapt.json's (48^3 patches, 2 per step, peak 3e-4, steps 0.05 .. 1.0)
+    "mr_adapt_lr_1e-3": _adapt("mr_denoise", True, adapt_learning_rate=1e-3),
+    "mr_adapt_dt_0.5": _adapt("mr_denoise", True, adapt_dt_range=[0.05, 0.5]),
+    "mr_adapt_patch_32_batch_4": _adapt("mr_denoise", True, adapt_patch_size=[32, 32, 32], adapt_batch_size=4),
     # a control: an adaptation that cannot move the weights must give ct_main_fixed (adapt.json's schedule)
     "ct_adapt_lr_0": _adapt("ct_denoise", True, adapt_learning_rate=1e-12),
     "ct_adapt_scratch": _adapt("ct_denoise", False),
