@@ -4,7 +4,10 @@ and one step with the Noisier2Noise correction x = (e^{2dt} s - y) / (e^{2dt} - 
 
 Usage: python benchmarks/mr_inference_variants.py WEIGHTS.pt   (e.g. an entry of the adaptation cache)
 """
-import sys, time, math, numpy as np, torch
+import math
+import sys
+
+import torch
 from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -15,6 +18,8 @@ from monai_flow.physics import noncentral_chi_noise
 from monai_flow.checkpoints import load_network_weights
 from monai_flow.inferers import RelativeFlowInferer, SlidingWindowFlowInferer
 torch.set_num_threads(2)
+if len(sys.argv) != 2:
+    sys.exit(__doc__)
 case = rs.mni_slab(); ref = case.image; mask = rs.foreground_mask(ref)
 gen = torch.Generator().manual_seed(0)
 noisy = noncentral_chi_noise(torch.from_numpy(ref)[None], 0.05, 1, gen)[0].double().numpy()
@@ -23,7 +28,9 @@ net = bundle.get("network")
 load_network_weights(net, sys.argv[1]); net.eval()
 vol, scale = rl._mr_tensor(noisy)
 def run(schedule):
-    inf = SlidingWindowFlowInferer(RelativeFlowInferer(dt_schedule=schedule), [48, 48, 48], 2, 0.125, mode="gaussian", strategy="per_step", progress=False)
+    sw = bundle.get("denoising_inferer")  # the bundle's window, overlap and blending; only the schedule differs
+    inf = SlidingWindowFlowInferer(RelativeFlowInferer(dt_schedule=schedule), sw.roi_size, sw.sw_batch_size, sw.overlap,
+                                   mode="gaussian", strategy="per_step", progress=False)
     with torch.no_grad():
         return inf(vol, net).detach().cpu().numpy()[0, 0] * scale
 def rep(name, out):
